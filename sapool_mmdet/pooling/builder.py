@@ -1,0 +1,79 @@
+"""The pooling registry and its factory.
+
+Every pooling method is a module registered in :data:`POOLING` whose
+constructor takes ``in_channels`` and ``stride`` first. Built through
+:func:`build_pooling`, it maps (N, C, H, W) to (N, C, ceil(H/s), ceil(W/s))
+for any H, W >= 1: the same shape as the 3x3 stride-s convolution it replaces.
+"""
+import inspect
+from typing import Optional
+
+import torch.nn as nn
+from mmengine.registry import Registry
+
+__all__ = ['POOLING', 'build_pooling', 'check_positive_int', 'check_choice']
+
+POOLING = Registry('pooling', scope='sapool_mmdet',
+                   locations=['sapool_mmdet.pooling'])
+
+
+def check_positive_int(name: str, value, minimum: int = 1) -> int:
+    """Return ``value`` if it is an int >= ``minimum``, else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(
+            f'{name} must be an integer >= {minimum}, got {value!r}')
+    return value
+
+
+def check_choice(name: str, value, choices) -> object:
+    """Return ``value`` if it is one of ``choices``, else raise ValueError."""
+    if value not in choices:
+        raise ValueError(
+            f'{name} must be one of {list(choices)}, got {value!r}')
+    return value
+
+
+def _constructor_arguments(cls: type) -> list:
+    params = inspect.signature(cls.__init__).parameters
+    return [name for name, p in params.items()
+            if name not in ('self', 'in_channels', 'stride')
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def build_pooling(cfg: Optional[dict], in_channels: int,
+                  stride: int) -> nn.Module:
+    """Build a registered pooling module.
+
+    Args:
+        cfg (dict): ``dict(type='NLPool', **arguments)``; ``type`` names a
+            registered pooling method.
+        in_channels (int): Channels of the input (and of the output).
+        stride (int): Down-sampling factor s >= 1 (window = stride = s).
+
+    Returns:
+        nn.Module: maps (N, C, H, W) to (N, C, ceil(H/s), ceil(W/s)).
+
+    Raises:
+        ValueError: on an unknown type, an unknown argument or a bad value;
+            the message names what is valid.
+    """
+    if not isinstance(cfg, dict) or 'type' not in cfg:
+        raise ValueError(
+            f'a pooling config must be a dict with a "type" key, one of '
+            f'{sorted(POOLING.module_dict)}; got {cfg!r}')
+    check_positive_int('in_channels', in_channels)
+    check_positive_int('stride', stride)
+    args = dict(cfg)
+    pool_type = args.pop('type')
+    cls = POOLING.get(pool_type) if isinstance(pool_type, str) else pool_type
+    if not inspect.isclass(cls):
+        raise ValueError(
+            f'unknown pooling type {pool_type!r}; registered types are '
+            f'{sorted(POOLING.module_dict)}')
+    valid = _constructor_arguments(cls)
+    unknown = sorted(set(args) - set(valid))
+    if unknown:
+        raise ValueError(
+            f'{cls.__name__} got unknown argument(s) {unknown}; valid '
+            f'arguments are {valid}')
+    return cls(in_channels=in_channels, stride=stride, **args)
