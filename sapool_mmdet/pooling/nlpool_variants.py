@@ -1,0 +1,95 @@
+"""The official code's NLPool variants: 'dfmnlp', 'mixp' and 'dfmixp'."""
+from typing import Optional
+
+import mmcv.ops  # noqa: F401 (registers the 'DCNv2' conv layer)
+import torch
+
+from .builder import POOLING
+from .lip import build_importance_logit
+from .self_attentive import NLPool
+
+__all__ = ['DeformNLPool', 'MixNLPool', 'DeformMixNLPool']
+
+
+@POOLING.register_module()
+class DeformNLPool(NLPool):
+    """NLPool with a deformable patch embedding: the official code's
+    'dfmnlp' variant of Chen et al., "Self-Attentive Pooling for Efficient
+    Deep Learning", WACV 2023 (sec. 4.1, eq. 4 and eq. 5).
+
+    Step 1 of :class:`NLPool` (the patch embedding of eq. 4, kernel = stride
+    = ``patch_size``) becomes a modulated deformable conv (DCNv2, mmcv's
+    ``ModulatedDeformConv2dPack``): each of its kernel taps samples the
+    input at a learned, input-dependent offset, scaled by a learned mask, so
+    a token can gather pixels outside its patch. The offsets start at zero
+    and the masks at 0.5, so at initialisation the embedding is half the
+    plain patch conv (the norm after it removes the scale). The modulated
+    form is used because, unlike mmcv's DCN, it has a bias for
+    ``use_embed_norm=False``. Everything else, including the zero padding to
+    a multiple of ``patch_size`` and hence the token grid, is NLPool's.
+
+    Args:
+        See :class:`NLPool`.
+    """
+
+    embed_conv_cfg = dict(type='DCNv2', deform_groups=1)
+
+
+@POOLING.register_module()
+class MixNLPool(NLPool):
+    """NLPool weights times local LIP weights: the official code's 'mixp'
+    variant of Chen et al., "Self-Attentive Pooling for Efficient Deep
+    Learning", WACV 2023 (sec. 4.1 and eq. 5).
+
+        pi(x) = pi_NL(x) * exp(sigmoid(norm(conv1x1(x))))
+
+    where pi_NL is :class:`NLPool`'s non-local weight map and the second
+    factor is LIP's local importance (Gao et al., ICCV 2019; see
+    :class:`~.lip.LIPPool`), built with ``norm_cfg``. The product goes
+    through eq. 5 like NLPool's weights.
+
+    Args:
+        See :class:`NLPool`; the local branch uses ``norm_cfg``.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 stride: int,
+                 patch_size: int = 2,
+                 embed_ratio: float = 1.0,
+                 num_heads: int = 2,
+                 pos_embed: Optional[str] = 'learned',
+                 pos_grid_size: int = 16,
+                 upsample: str = 'bilinear',
+                 norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='ReLU'),
+                 use_embed_norm: bool = True,
+                 use_restore_norm: bool = True,
+                 use_sigmoid: bool = True,
+                 use_exp: bool = True,
+                 window_norm: bool = True,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(
+            in_channels, stride, patch_size=patch_size,
+            embed_ratio=embed_ratio, num_heads=num_heads, pos_embed=pos_embed,
+            pos_grid_size=pos_grid_size, upsample=upsample, norm_cfg=norm_cfg,
+            act_cfg=act_cfg, use_embed_norm=use_embed_norm,
+            use_restore_norm=use_restore_norm, use_sigmoid=use_sigmoid,
+            use_exp=use_exp, window_norm=window_norm, init_cfg=init_cfg)
+        self.local_logit = build_importance_logit(in_channels, 1, norm_cfg)
+
+    def pooling_weights(self, x: torch.Tensor) -> torch.Tensor:
+        return super().pooling_weights(x) * self.local_logit(x).exp()
+
+
+@POOLING.register_module()
+class DeformMixNLPool(DeformNLPool, MixNLPool):
+    """Both variants: the official code's 'dfmixp', Chen et al., WACV 2023
+    (sec. 4.1 and eq. 5).
+
+    :class:`MixNLPool`'s weights (non-local times local LIP weights) with
+    :class:`DeformNLPool`'s deformable patch embedding.
+
+    Args:
+        See :class:`NLPool`; the local branch uses ``norm_cfg``.
+    """
