@@ -1,0 +1,154 @@
+"""Reading COCO annotation files with clear errors, and atomic writes."""
+import json
+import os
+import tempfile
+from collections import Counter
+from contextlib import contextmanager
+from typing import IO, Iterator, List, Mapping, Sequence
+
+__all__ = [
+    'CocoFormatError', 'load_coco_json', 'category_ids_by_name', 'atomic_open'
+]
+
+
+class CocoFormatError(ValueError):
+    """A file is not a readable COCO detection annotation file."""
+
+
+def _check_entries(path: str, section: str, entries, keys: Sequence[str]):
+    if not isinstance(entries, list):
+        raise CocoFormatError(
+            f'{path}: "{section}" must be a list, got '
+            f'{type(entries).__name__}')
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or any(k not in entry for k in keys):
+            raise CocoFormatError(
+                f'{path}: {section}[{index}] must be an object with the keys '
+                f'{list(keys)}, got {str(entry)[:200]}')
+
+
+def load_coco_json(path: str) -> dict:
+    """Load a COCO detection annotation file and check its structure.
+
+    Checks what the subset tools rely on: the sections ``images``,
+    ``annotations`` and ``categories`` are lists of objects with ids, and
+    every annotation refers to an image of the file.
+
+    Args:
+        path (str): Path of a COCO-format JSON file.
+
+    Returns:
+        dict: The parsed file.
+
+    Raises:
+        CocoFormatError: if the file cannot be read, is not JSON or is not
+            a COCO detection file; the message names the file and the
+            first problem found.
+    """
+    try:
+        with open(path, encoding='utf-8') as f:
+            coco = json.load(f)
+    except OSError as error:
+        raise CocoFormatError(
+            f'cannot read {path}: {error.strerror or error}') from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CocoFormatError(f'{path} is not valid JSON: {error}') from error
+    if not isinstance(coco, dict):
+        raise CocoFormatError(
+            f'{path}: a COCO file holds a JSON object, got '
+            f'{type(coco).__name__}')
+    missing = [key for key in ('images', 'annotations', 'categories')
+               if key not in coco]
+    if missing:
+        raise CocoFormatError(
+            f'{path}: not a COCO detection file, it has no {missing} '
+            f'(top-level keys: {sorted(coco)})')
+    _check_entries(path, 'categories', coco['categories'], ('id', 'name'))
+    _check_entries(path, 'images', coco['images'], ('id', ))
+    _check_entries(path, 'annotations', coco['annotations'],
+                   ('id', 'image_id', 'category_id'))
+    image_ids = {image['id'] for image in coco['images']}
+    for ann in coco['annotations']:
+        if ann['image_id'] not in image_ids:
+            raise CocoFormatError(
+                f'{path}: annotation {ann["id"]} refers to image '
+                f'{ann["image_id"]}, which is not in "images"')
+    return coco
+
+
+def category_ids_by_name(categories: Sequence[Mapping],
+                         names: Sequence[str],
+                         source: str = 'the annotation file') -> List[int]:
+    """Look up category ids by name, in the order of ``names``.
+
+    Unlike pycocotools' ``getCatIds(catNms=...)``, which returns ids in the
+    order of the file and silently skips unknown names, the result follows
+    ``names`` (so label ``i`` is ``names[i]``) and every name must exist.
+
+    Args:
+        categories (Sequence[Mapping]): The ``categories`` section of a COCO
+            file: entries with ``id`` and ``name``.
+        names (Sequence[str]): Class names to look up.
+        source (str): What to call the file in error messages.
+            Defaults to 'the annotation file'.
+
+    Returns:
+        list[int]: ``ids[i]`` is the id of the category named ``names[i]``.
+
+    Raises:
+        ValueError: if a name is repeated or is not a category of the file;
+            the message lists the categories the file has.
+    """
+    repeated = sorted(name for name, n in Counter(names).items() if n > 1)
+    if repeated:
+        raise ValueError(f'class names must be unique, {repeated} repeated')
+    ids_by_name = {}
+    for category in categories:
+        if category['name'] in ids_by_name:
+            raise CocoFormatError(
+                f'{source}: two categories are named "{category["name"]}"')
+        ids_by_name[category['name']] = category['id']
+    unknown = [name for name in names if name not in ids_by_name]
+    if unknown:
+        raise ValueError(
+            f'{source} has no categor{"y" if len(unknown) == 1 else "ies"} '
+            f'named {", ".join(map(repr, unknown))}; its categories are: '
+            f'{", ".join(map(repr, ids_by_name)) or "none"}')
+    return [ids_by_name[name] for name in names]
+
+
+@contextmanager
+def atomic_open(path: str, mode: str = 'w', **kwargs) -> Iterator[IO]:
+    """Open a temporary file next to ``path`` and rename it to ``path`` when
+    the ``with`` block ends without an error.
+
+    Readers see the old file or the complete new one, never a part; an
+    error or an interrupt inside the block leaves ``path`` untouched and
+    removes the temporary file.
+
+    Args:
+        path (str): The file to write.
+        mode (str): A write mode for :func:`open`. Defaults to 'w'.
+        **kwargs: Passed to :func:`open` (e.g. ``encoding``).
+
+    Yields:
+        IO: The open temporary file.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp_path = tempfile.mkstemp(
+        dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        # mkstemp creates the file private (0600); give it the permissions
+        # a plain open() would have.
+        os.chmod(tmp_path, 0o666 & ~umask)
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.unlink(tmp_path)
+        raise

@@ -1,0 +1,44 @@
+"""Restrict a COCO annotation file to some categories (default: the eight
+driving classes), keeping category, image and annotation ids.
+
+    python tools/coco_subset.py instances_val2017.json driving_val2017.json
+"""
+import argparse
+import sys
+
+from sapool_mmdet.datasets import DRIVING_CLASSES, subset_coco_file
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('in_json', help='COCO annotation file to read')
+    parser.add_argument(
+        'out_json', help='where to write the subset (not the input file)')
+    parser.add_argument(
+        '--classes',
+        nargs='+',
+        default=list(DRIVING_CLASSES),
+        metavar='NAME',
+        help='category names to keep; quote names with spaces '
+        "(default: the eight driving classes: %(default)s)")
+    parser.add_argument(
+        '--keep-empty',
+        action='store_true',
+        help='keep the images without an annotation of the kept classes')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    print(f'reading {args.in_json}', flush=True)
+    try:
+        summary = subset_coco_file(args.in_json, args.out_json, args.classes,
+                                   args.keep_empty)
+    except ValueError as error:
+        sys.exit(f'error: {error}')
+    print(summary.table())
+    print(f'wrote {args.out_json}')
+
+
+if __name__ == '__main__':
+    main()
