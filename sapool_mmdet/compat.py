@@ -13,14 +13,35 @@ Applied once, when ``sapool_mmdet`` is imported.
    (``HistoryBuffer`` and numpy arrays/scalars in the message hub), so
    ``--resume`` and ``tools/test.py CKPT`` fail. We allow-list exactly those
    types; ``weights_only`` stays on, so loading a stranger's checkpoint still
-   cannot run code.
+   cannot run code. A ``HistoryBuffer`` also pickles its statistics methods
+   as ``getattr(HistoryBuffer, 'mean')``; allow-listing the builtin
+   ``getattr`` would open attribute access on anything, so the name
+   ``builtins.getattr`` is mapped to :func:`history_buffer_statistic`,
+   which resolves those methods and refuses everything else.
 """
+import pickle
+
 import numpy as np
 import torch
 from mmdet.models.dense_heads import SSDHead
 from mmengine.logging import HistoryBuffer
 
-__all__ = ['apply_compat_fixes', 'CHECKPOINT_SAFE_GLOBALS']
+__all__ = ['apply_compat_fixes', 'CHECKPOINT_SAFE_GLOBALS',
+           'history_buffer_statistic']
+
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def history_buffer_statistic(owner: type, name: str):
+    """The only ``getattr`` a checkpoint may call while unpickling:
+    ``HistoryBuffer``'s statistics methods."""
+    registered = HistoryBuffer._statistics_methods
+    if owner is HistoryBuffer and (name in HISTORY_BUFFER_STATISTICS
+                                   or name in registered):
+        return registered.get(name) or getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for getattr({owner!r}, {name!r}); only '
+        f'HistoryBuffer statistics methods are allowed')
 
 
 def _numpy_checkpoint_types() -> list:
@@ -33,7 +54,10 @@ def _numpy_checkpoint_types() -> list:
     return [reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes]
 
 
-CHECKPOINT_SAFE_GLOBALS = [HistoryBuffer, *_numpy_checkpoint_types()]
+CHECKPOINT_SAFE_GLOBALS = [
+    HistoryBuffer, *_numpy_checkpoint_types(),
+    (history_buffer_statistic, 'builtins.getattr')
+]
 
 
 def _fix_ssd_head_predict() -> None:

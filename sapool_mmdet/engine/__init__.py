@@ -1,0 +1,4 @@
+"""Training and testing entry points."""
+from .launch import mmdet_tool_path, run_mmdet_tool
+
+__all__ = ['mmdet_tool_path', 'run_mmdet_tool']

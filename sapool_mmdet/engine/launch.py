@@ -1,0 +1,52 @@
+"""Run mmdet's own train/test scripts with sapool_mmdet registered.
+
+mmdet ships ``tools/train.py`` and ``tools/test.py`` inside the package (the
+copies ``mim train mmdet`` runs). Our tools run those same files after
+``import sapool_mmdet``, so they take exactly mmdet's arguments and get
+upstream fixes, and they work for configs that lack ``custom_imports``
+(importing this module imports ``sapool_mmdet``, which registers our
+modules and applies :mod:`sapool_mmdet.compat`).
+"""
+import os.path as osp
+import runpy
+import sys
+from typing import List
+
+import mmdet
+
+__all__ = ['mmdet_tool_path', 'run_mmdet_tool']
+
+TOOLS = ('train', 'test')
+
+
+def mmdet_tool_path(name: str) -> str:
+    """Path of mmdet's packaged ``tools/<name>.py``."""
+    if name not in TOOLS:
+        raise ValueError(f'unknown mmdet tool {name!r}; choose from {TOOLS}')
+    path = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools',
+                    f'{name}.py')
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'mmdet {mmdet.__version__} has no packaged {name} script at '
+            f'{path}; reinstall mmdet==3.3.0 from a wheel')
+    return path
+
+
+def run_mmdet_tool(name: str, argv: List[str]) -> None:
+    """Run mmdet's ``tools/<name>.py`` with command-line ``argv``.
+
+    The config (and, for 'test', the checkpoint) are checked first so a
+    typo fails with a clear message instead of a deep traceback.
+    """
+    path = mmdet_tool_path(name)
+    if argv and not argv[0].startswith('-') and not osp.isfile(argv[0]):
+        raise SystemExit(f'error: config file {argv[0]!r} not found')
+    if (name == 'test' and len(argv) > 1 and not argv[1].startswith('-')
+            and not osp.isfile(argv[1])):
+        raise SystemExit(f'error: checkpoint file {argv[1]!r} not found')
+    saved_argv = sys.argv
+    sys.argv = [path, *argv]
+    try:
+        runpy.run_path(path, run_name='__main__')
+    finally:
+        sys.argv = saved_argv
