@@ -1,0 +1,19 @@
+# Faster R-CNN-ResNet18-FPN with self-attentive pooling in every
+# down-sampling stage (Table 4), s1 = 1, 1333x800. Paper settings
+# (Table 1): 2 heads, embed_ratio 1 (as the official ResNet code), patch
+# sizes larger for the early, large maps: layer2-4 pool maps of 336x200,
+# 168x100 and 84x50 pixels with patches 8, 4 and 2 (42x25 tokens each).
+# Outer-stage pooling, the better position for ResNet18 in Table 7 and the
+# official code's.
+_base_ = './_base_/detectors/faster-rcnn_r18_fpn_driving.py'
+
+nlp = dict(type='NLPool', embed_ratio=1.0, num_heads=2)
+model = dict(
+    backbone=dict(
+        pool_position='outer',
+        pooling=[
+            None,
+            dict(nlp, patch_size=8),
+            dict(nlp, patch_size=4),
+            dict(nlp, patch_size=2),
+        ]))

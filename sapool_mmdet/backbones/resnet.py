@@ -1,0 +1,117 @@
+"""ResNet whose down-sampling stages use any registered pooling."""
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+from mmdet.models.backbones import ResNet
+from mmdet.registry import MODELS
+
+from ..pooling import build_pooling
+from ..pooling.builder import check_choice
+from .pooled_stage import (POOL_POSITIONS, assemble_stage, check_strides,
+                           expand_stage_pooling, pool_channels,
+                           split_stem_pooling)
+
+__all__ = ['NLPoolResNet']
+
+
+@MODELS.register_module()
+class NLPoolResNet(ResNet):
+    """mmdet's ResNet with a pooling layer in any down-sampling stage
+    (Chen et al., WACV 2023, Sec. 5).
+
+    With ``pooling=None``, ``stem_pooling=None`` and the default ``strides``
+    it is mmdet's ``ResNet``: the same modules and state-dict keys, so a
+    stock (torchvision or mmdet) checkpoint loads into every pooled variant
+    with only the pooling modules missing. A pooled stage keeps its residual
+    blocks under the stock names (``layerK.0``, ``layerK.1``, ...) and adds
+    ``layerK.pool``; its blocks run at stride 1 (the first block keeps its
+    1x1 projection shortcut wherever the channels change) and the pooling
+    does the down-sampling.
+
+    Args:
+        depth (int): 18, 34, 50, 101 or 152.
+        strides (Sequence[int]): One stride per stage. The first is the
+            paper's s1 in {1, 2, 4}. Default: (1, 2, 2, 2), the stock
+            schedule.
+        pooling (dict | list | None): None keeps every stock strided conv;
+            one pooling dict is used by every stage whose stride is > 1; a
+            list with one entry per stage (None keeps the stock strided
+            conv). ``stride`` and ``in_channels`` come from the backbone.
+            Default: None.
+        pool_position (str): 'pre', 'inner' or 'outer'; see
+            :mod:`sapool_mmdet.backbones.pooled_stage`. 'outer' is the
+            paper's better position for ResNet18 (Table 7) and what the
+            official ResNet code does. Default: 'pre'.
+        stem_pooling (dict, optional): A pooling dict (with an optional
+            ``stride``, default 4) that takes over the stem's down-sampling:
+            the stem conv runs at stride 1, the max-pool is removed and this
+            pooling follows the stem (the official code's 'prepool').
+            Default: None.
+        num_stages (int): Stages, 1 to 4. Default: 4.
+        **kwargs: Every other argument of mmdet's ``ResNet`` (in_channels,
+            stem_channels, base_channels, dilations, out_indices, style,
+            deep_stem, avg_down, frozen_stages, conv_cfg, norm_cfg,
+            norm_eval, dcn, stage_with_dcn, plugins, with_cp,
+            zero_init_residual, pretrained, init_cfg).
+    """
+
+    def __init__(self,
+                 depth: int,
+                 strides: Sequence[int] = (1, 2, 2, 2),
+                 pooling: Union[None, dict, Sequence] = None,
+                 pool_position: str = 'pre',
+                 stem_pooling: Optional[dict] = None,
+                 num_stages: int = 4,
+                 **kwargs) -> None:
+        strides = check_strides(strides, num_stages)
+        # ResNet.__init__ calls _make_stem_layer once and make_res_layer once
+        # per stage; these attributes tell those overrides what to build.
+        self.stage_pooling = expand_stage_pooling(pooling, strides)
+        self.pool_position = check_choice('pool_position', pool_position,
+                                          POOL_POSITIONS)
+        self.stem_pool_cfg, self.stem_pool_stride = split_stem_pooling(
+            stem_pooling, 4)
+        super().__init__(depth, num_stages=num_stages, strides=strides,
+                         **kwargs)
+
+    def _make_stem_layer(self, in_channels: int, stem_channels: int) -> None:
+        super()._make_stem_layer(in_channels, stem_channels)
+        if self.stem_pool_cfg is None:
+            self.stem_pool = None
+            return
+        first_conv = self.stem[0] if self.deep_stem else self.conv1
+        first_conv.stride = (1, 1)
+        del self.maxpool
+        self.stem_pool = build_pooling(self.stem_pool_cfg, stem_channels,
+                                       self.stem_pool_stride)
+
+    def make_res_layer(self, **kwargs) -> nn.Sequential:
+        pool_cfg = self.stage_pooling[len(self.res_layers)]
+        if pool_cfg is None:
+            return super().make_res_layer(**kwargs)
+        channels = pool_channels(self.pool_position, kwargs['inplanes'],
+                                 kwargs['planes'] * kwargs['block'].expansion)
+        pool = build_pooling(pool_cfg, channels, kwargs['stride'])
+        stage = super().make_res_layer(**dict(kwargs, stride=1))
+        return assemble_stage(list(stage), pool, self.pool_position)
+
+    def _freeze_stages(self) -> None:
+        super()._freeze_stages()
+        if self.frozen_stages >= 0 and self.stem_pool is not None:
+            self.stem_pool.eval()
+            for param in self.stem_pool.parameters():
+                param.requires_grad = False
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        if self.deep_stem:
+            x = self.stem(x)
+        else:
+            x = self.relu(self.norm1(self.conv1(x)))
+        x = self.maxpool(x) if self.stem_pool is None else self.stem_pool(x)
+        outs = []
+        for i, layer_name in enumerate(self.res_layers):
+            x = getattr(self, layer_name)(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)

@@ -1,0 +1,271 @@
+"""Every config in configs/ and configs/demo/ (found by globbing, so new ones
+are covered automatically): it loads, holds the eight driving classes,
+builds, trains one step and predicts on a tiny synthetic batch, and its
+anchor/prior strides are the real strides of the features they run on.
+The grid's file names say what the files contain."""
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from mmdet.registry import DATASETS, METRICS, MODELS
+from mmdet.structures import DetDataSample
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData
+
+from sapool_mmdet.datasets import DRIVING_CLASSES
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
+GRID = sorted(CONFIG_DIR.glob('*.py'))
+CONFIGS = GRID + sorted(CONFIG_DIR.glob('demo/*.py'))
+TINY_SIZE = 64  # side of the synthetic training/predict images
+TINY_PER_IMAGE = 64  # proposals, sampled RoIs and detections per image
+
+# The detector grid of the paper (Sec. 6.1, Table 4) that the configs cover.
+EXPECTED_GRID = [
+    *[f'ssd_mbv2_{m}' for m in ('conv', 'lip', 'gaussian', 'rnnpool', 'nlp')],
+    *[f'ssd_mbv2_{m}_s{s}' for m in ('conv', 'nlp') for s in (2, 4)],
+    *[f'ssd_mbv2-035_{m}' for m in ('conv', 'nlp')],
+    *[f'ssd_r18_{m}' for m in ('conv', 'lip', 'gaussian', 'nlp')],
+    *[f'yolov3_{b}_{m}' for b in ('mbv2', 'r18')
+      for m in ('conv', 'lip', 'gaussian', 'nlp')],
+    *[f'faster-rcnn_r18_{m}' for m in ('conv', 'lip', 'gaussian', 'nlp')],
+    *[f'faster-rcnn_r50_{m}' for m in ('conv', 'nlp')],
+]
+NAME = re.compile(r'(?P<detector>ssd|yolov3|faster-rcnn)_'
+                  r'(?P<backbone>mbv2|mbv2-035|r18|r50)_'
+                  r'(?P<method>conv|lip|gaussian|rnnpool|nlp)'
+                  r'(?:_s(?P<s1>[24]))?')
+DETECTORS = {  # model type, head type, test input (width, height)
+    'ssd': ('SingleStageDetector', 'SSDHead', (320, 320)),
+    'yolov3': ('YOLOV3', 'YOLOV3Head', (608, 608)),
+    'faster-rcnn': ('FasterRCNN', 'RPNHead', (1333, 800)),
+}
+BACKBONES = {  # type, arguments, pool position
+    'mbv2': ('NLPoolMobileNetV2', dict(widen_factor=1.0), 'inner'),
+    'mbv2-035': ('NLPoolMobileNetV2', dict(widen_factor=0.35), 'inner'),
+    'r18': ('NLPoolResNet', dict(depth=18), 'outer'),
+    'r50': ('NLPoolResNet', dict(depth=50), 'outer'),
+}
+METHODS = {'lip': 'LIPPool', 'gaussian': 'GaussianPool', 'rnnpool': 'RNNPool',
+           'nlp': 'NLPool'}  # and 'conv': the stock strided convs
+
+
+@pytest.fixture(autouse=True, scope='module')
+def single_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a busy
+    machine the threads' spin-waiting costs far more than the work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def config_id(path: Path) -> str:
+    return str(path.relative_to(CONFIG_DIR))
+
+
+def load(path: Path) -> Config:
+    return Config.fromfile(str(path))
+
+
+def build(cfg: Config):
+    init_default_scope('mmdet')
+    return MODELS.build(cfg.model)
+
+
+def walk(node):
+    """Every (key, value) pair in a nested config."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value
+            yield from walk(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from walk(value)
+
+
+def innermost_dataset(dataloader: dict) -> dict:
+    dataset = dataloader['dataset']
+    while 'dataset' in dataset:  # RepeatDataset and other wrappers
+        dataset = dataset['dataset']
+    return dataset
+
+
+def eval_input_size(cfg: Config) -> tuple:
+    """(width, height) of the Resize step of the test pipeline."""
+    pipeline = innermost_dataset(cfg.test_dataloader)['pipeline']
+    resize, = [t for t in pipeline if t['type'] == 'Resize']
+    return tuple(resize['scale'])
+
+
+def test_configs_are_found():
+    missing = set(EXPECTED_GRID) - {p.stem for p in GRID}
+    assert not missing, f'configs of the grid missing: {sorted(missing)}'
+
+
+@pytest.mark.parametrize('path', GRID, ids=config_id)
+def test_file_name_says_what_the_config_holds(path):
+    match = NAME.fullmatch(path.stem)
+    assert match, (f'{path.name} does not follow '
+                   '{detector}_{backbone}_{method}[_s{s1}].py')
+    cfg = load(path)
+    model_type, head_type, input_size = DETECTORS[match['detector']]
+    assert cfg.model.type == model_type
+    assert head_type in {v for k, v in walk(cfg.model) if k == 'type'}
+    assert eval_input_size(cfg) == input_size
+
+    init_default_scope('mmdet')
+    backbone = MODELS.build(cfg.model.backbone)
+    backbone_type, arguments, position = BACKBONES[match['backbone']]
+    assert type(backbone).__name__ == backbone_type
+    for name, value in arguments.items():
+        assert getattr(backbone, name) == value
+    assert backbone.strides[0] == int(match['s1'] or 1)
+
+    # 'conv' keeps the stock strided convs, except where the stock block
+    # cannot take the stride (ConvPool then); every other method pools in
+    # every down-sampling stage, at the backbone's pool position
+    pooled = {pool['type'] for pool in backbone.stage_pooling if pool}
+    if match['method'] == 'conv':
+        assert pooled <= {'ConvPool'}
+    else:
+        assert pooled == {METHODS[match['method']]}
+        assert all(pool for pool, stride in zip(backbone.stage_pooling,
+                                                 backbone.strides)
+                   if stride > 1)
+        assert backbone.pool_position == position
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=config_id)
+def test_config_is_for_the_driving_classes_and_downloads_nothing(path):
+    cfg = load(path)
+    num_classes = [v for k, v in walk(cfg.model) if k == 'num_classes']
+    assert num_classes and set(num_classes) == {len(DRIVING_CLASSES)}
+    for split in ('train', 'val', 'test'):
+        dataset = innermost_dataset(cfg[f'{split}_dataloader'])
+        dataset_class = DATASETS.get(dataset['type'])
+        assert dataset_class is not None, dataset['type']
+        classes = dataset.get('metainfo', {}).get(
+            'classes', dataset_class.METAINFO['classes'])
+        assert tuple(classes) == DRIVING_CLASSES
+        evaluator = cfg.get(f'{split}_evaluator')
+        if evaluator is not None:
+            assert METRICS.get(evaluator['type']) is not None
+    # detectors train from scratch: no pretrained weights to download
+    for key, value in walk(cfg.model):
+        assert not (key == 'type' and value == 'Pretrained')
+        assert not (key == 'pretrained' and value)
+
+
+def shrink(cfg: Config) -> Config:
+    """Cap the proposals, sampled RoIs/anchors and detections per image:
+    RoI heads cost per RoI, not per pixel, so a tiny image alone does not
+    make a training step cheap."""
+
+    def cap(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ('num', 'nms_pre', 'max_per_img'):
+                    node[key] = min(value, TINY_PER_IMAGE)
+                else:
+                    cap(value)
+
+    cap(cfg.model.get('train_cfg'))
+    cap(cfg.model.get('test_cfg'))
+    return cfg
+
+
+def synthetic_batch(num_images: int = 2, size: int = TINY_SIZE) -> dict:
+    """Random images with a few boxes, packed as PackDetInputs packs them."""
+    generator = torch.Generator().manual_seed(0)
+    inputs, samples = [], []
+    for i in range(num_images):
+        inputs.append(torch.randint(0, 256, (3, size, size),
+                                    dtype=torch.uint8, generator=generator))
+        sample = DetDataSample(metainfo=dict(
+            img_id=i, img_shape=(size, size), ori_shape=(size, size),
+            scale_factor=(1.0, 1.0)))
+        sample.gt_instances = InstanceData(
+            bboxes=torch.tensor([[0.05, 0.06, 0.42, 0.52],
+                                 [0.31, 0.21, 0.94, 0.83],
+                                 [0.62, 0.08, 0.79, 0.31]]) * size,
+            labels=torch.tensor([0, 2, len(DRIVING_CLASSES) - 1]))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('path', CONFIGS, ids=config_id)
+def test_trains_one_step_and_predicts(path):
+    torch.manual_seed(0)
+    model = build(shrink(load(path)))
+    model.init_weights()
+    model.train()
+    data = model.data_preprocessor(synthetic_batch(), training=True)
+    loss, _ = model.parse_losses(model(**data, mode='loss'))
+    assert torch.isfinite(loss)
+    loss.backward()
+    for name, param in model.backbone.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None, name
+            assert param.grad.isfinite().all(), name
+
+    model.eval()
+    with torch.no_grad():
+        data = model.data_preprocessor(synthetic_batch(), training=False)
+        results = model(**data, mode='predict')
+    assert len(results) == 2
+    for result in results:
+        pred = result.pred_instances
+        assert pred.bboxes.shape == (len(pred), 4)
+        assert pred.scores.isfinite().all()
+        assert pred.labels.ge(0).all()
+        assert pred.labels.lt(len(DRIVING_CLASSES)).all()
+
+
+def declared_strides(model) -> dict:
+    """Strides (w, h) per level that the heads assume: anchor/prior
+    generators (every level) and RoI extractors / YOLO heads
+    (featmap_strides, the first levels)."""
+    declared = {}
+    for name, module in model.named_modules():
+        generator = getattr(module, 'prior_generator', None)
+        if generator is not None:
+            declared[f'{name}.prior_generator'] = [
+                tuple(s) for s in generator.strides]
+        strides = getattr(module, 'featmap_strides', None)
+        if strides is not None:
+            declared[f'{name}.featmap_strides'] = [(s, s) for s in strides]
+    return declared
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('path', CONFIGS, ids=config_id)
+def test_anchor_strides_are_the_feature_strides(path):
+    """At the config's own test size (padded as its data preprocessor pads),
+    each level's map has the size a map of the declared stride has:
+    ceil(H / stride) x ceil(W / stride). Shapes only: the model runs on the
+    meta device."""
+    cfg = load(path)
+    model = build(cfg).eval()
+    width, height = eval_input_size(cfg)
+    batch = dict(inputs=[torch.zeros(3, height, width, dtype=torch.uint8)],
+                 data_samples=[DetDataSample()])
+    inputs = model.data_preprocessor(batch, training=False)['inputs']
+    padded_h, padded_w = inputs.shape[-2:]
+    with torch.no_grad():
+        features = model.to('meta').extract_feat(inputs.to('meta'))
+    sizes = [tuple(f.shape[-2:]) for f in features]
+    declared = declared_strides(model)
+    assert any(k.endswith('prior_generator') for k in declared)
+    for name, strides in declared.items():
+        if name.endswith('prior_generator'):
+            assert len(strides) == len(sizes), name
+        expected = [(math.ceil(padded_h / sh), math.ceil(padded_w / sw))
+                    for sw, sh in strides]
+        assert sizes[:len(strides)] == expected, (
+            f'{name}: declared strides {strides} but the {padded_w}x'
+            f'{padded_h} input gives feature maps {sizes}')
