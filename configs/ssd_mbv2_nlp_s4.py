@@ -12,7 +12,7 @@ model = dict(
         strides=(4, 2, 2, 2, 1, 2, 1),
         pooling=[
             dict(nlp, patch_size=8),
-            dict(nlp, patch_size=4),
+            dict(nlp, patch_size=8),
             dict(nlp, patch_size=4),
             dict(nlp, patch_size=2),
             None,

@@ -6,8 +6,12 @@
 # distortion, 120 epochs of a 5x repeated set) is built for COCO on GPUs;
 # on 400 synthetic images it learns far too slowly for a demo. This file
 # keeps the model and swaps in a light recipe: resize + flip, SGD lr 0.05
-# with warm-up and cosine decay, batch 16, 8 epochs.
+# with warm-up and cosine decay, batch 16, 8 epochs. The pooling sits at
+# the stage input ('pre'): the stock resolution schedule, so the first
+# blocks do not run at full resolution on a CPU.
 _base_ = '../ssd_mbv2_nlp.py'
+
+model = dict(backbone=dict(pool_position='pre'))
 
 data_root = 'data/synthetic_driving/'
 input_size = 320
