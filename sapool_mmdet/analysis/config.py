@@ -1,0 +1,97 @@
+"""Load an mmdet config and build what the analysis tools measure."""
+import os.path as osp
+from typing import Optional, Sequence, Tuple
+
+import torch.nn as nn
+from mmdet.registry import MODELS
+from mmdet.utils import get_test_pipeline_cfg
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.utils import import_modules_from_strings
+
+__all__ = ['load_config', 'check_input_size', 'infer_input_size',
+           'build_from_config', 'SCOPES']
+
+SCOPES = ('backbone', 'detector')
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
+    """Read a config, merge ``cfg_options`` (``{'model.backbone.x': v}``, as
+    mmdet's ``--cfg-options``), import its ``custom_imports`` and set
+    mmdet's scope.
+
+    Raises:
+        FileNotFoundError: if ``path`` is not a file.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file {path!r} not found')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if cfg.get('custom_imports'):
+        import_modules_from_strings(**cfg['custom_imports'])
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    return cfg
+
+
+def check_input_size(size: Sequence[int]) -> Tuple[int, int]:
+    """Return (H, W) if ``size`` is two positive integers, else raise."""
+    if (len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int)
+                              or v < 1 for v in size)):
+        raise ValueError(
+            f'an input size must be two positive integers H W, got '
+            f'{list(size)!r}')
+    return int(size[0]), int(size[1])
+
+
+def _find_resize(pipeline) -> Optional[dict]:
+    for transform in pipeline or []:
+        if str(transform.get('type', '')).split('.')[-1] == 'Resize':
+            return transform
+    return None
+
+
+def _test_pipeline(cfg: Config) -> list:
+    if 'test_dataloader' not in cfg:
+        return cfg.get('test_pipeline', [])
+    try:
+        return get_test_pipeline_cfg(cfg)
+    except RuntimeError:
+        return []
+
+
+def infer_input_size(cfg: Config) -> Tuple[int, int]:
+    """(H, W) of the network input the config's test pipeline produces.
+
+    The ``scale`` (W, H) of the test pipeline's ``Resize``, rounded up to the
+    data preprocessor's ``pad_size_divisor``. With ``keep_ratio=True`` the
+    scale bounds the resized image: this is the largest input the pipeline
+    produces.
+
+    Raises:
+        ValueError: if the test pipeline has no ``Resize`` with a scale.
+    """
+    resize = _find_resize(_test_pipeline(cfg))
+    scale = None if resize is None else resize.get(
+        'scale', resize.get('img_scale'))
+    if scale is None:
+        raise ValueError(
+            f'cannot infer the input size of {cfg.filename}: its test '
+            f'pipeline has no Resize with a scale; pass --input-size H W')
+    width, height = (scale, scale) if isinstance(scale, int) else scale
+    divisor = cfg.model.get('data_preprocessor', {}).get(
+        'pad_size_divisor', 1)
+    return (-(-height // divisor) * divisor, -(-width // divisor) * divisor)
+
+
+def build_from_config(cfg: Config, scope: str) -> nn.Module:
+    """Build ``cfg.model`` (scope 'detector') or only its backbone, in eval
+    mode, with its initial (random) weights."""
+    if scope not in SCOPES:
+        raise ValueError(f'scope must be one of {SCOPES}, got {scope!r}')
+    model = MODELS.build(cfg.model if scope == 'detector' else
+                         cfg.model.backbone)
+    # Not ``return model.eval()``: mmdet's backbones override ``train()``
+    # and return None.
+    model.eval()
+    return model

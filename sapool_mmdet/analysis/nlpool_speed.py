@@ -1,0 +1,93 @@
+"""NLPool against the official code's way of computing it.
+
+:class:`~sapool_mmdet.pooling.reference.NLPoolReference` runs the same
+weights the way the official implementation does (``nn.MultiheadAttention``
+with its defaults, which materialise the (L, L) attention weights; the
+restoration conv at full resolution; separate average pools for the two
+sums of eq. 5). This module checks both give the same outputs and input
+gradients, then times forward + backward and traces their peak memory.
+"""
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import torch
+
+from ..pooling import build_pooling
+from ..pooling.reference import NLPoolReference
+from .latency import measure_latency
+from .memory import trace_activations
+
+__all__ = ['NLPoolSpeedResult', 'compare_nlpool_with_reference']
+
+
+@dataclass
+class NLPoolSpeedResult:
+    """Times in ms (median), peaks in bytes (fwd + bwd, see memory.py)."""
+    shape: tuple
+    patch_size: int
+    stride: int
+    nlpool_ms: float
+    reference_ms: float
+    speedup: float
+    nlpool_peak_bytes: int
+    reference_peak_bytes: int
+    max_output_diff: float
+    max_grad_diff: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _forward_backward(module: torch.nn.Module, x: torch.Tensor):
+    x.grad = None
+    out = module(x)
+    out.sum().backward()
+    return out
+
+
+def compare_nlpool_with_reference(shape: Sequence[int] = (8, 16, 160, 160),
+                                  patch_size: int = 2, stride: int = 2,
+                                  repeats: int = 3, warmup: int = 1,
+                                  device: str = 'cpu',
+                                  seed: int = 0) -> NLPoolSpeedResult:
+    """Check NLPool equals the transcription, then time and trace both.
+
+    Args:
+        shape (sequence of int): Input (N, C, H, W). Default: MobileNetV2's
+            first down-sampling at a 320x320 input, batch 8.
+        patch_size (int): eps_p. Default: 2.
+        stride (int): s. Default: 2.
+        repeats (int): Timed runs per module. Default: 3.
+        warmup (int): Untimed runs first. Default: 1.
+        device (str): 'cpu' or 'cuda'. Default: 'cpu'.
+        seed (int): Weight and input seed. Default: 0.
+    """
+    torch.manual_seed(seed)
+    device = torch.device(device)
+    pool = build_pooling(dict(type='NLPool', patch_size=patch_size),
+                         shape[1], stride).to(device).train()
+    reference = NLPoolReference(pool).to(device).train()
+    x = torch.randn(*shape, device=device, requires_grad=True)
+
+    state = {k: v.clone() for k, v in pool.state_dict().items()}
+    out = _forward_backward(pool, x).detach()
+    grad = x.grad.clone()
+    pool.load_state_dict(state)
+    out_ref = _forward_backward(reference, x).detach()
+    max_output_diff = (out - out_ref).abs().max().item()
+    max_grad_diff = (grad - x.grad).abs().max().item()
+    del out, out_ref, grad
+
+    times, peaks = {}, {}
+    for name, module in (('nlpool', pool), ('reference', reference)):
+        times[name] = measure_latency(lambda: _forward_backward(module, x),
+                                      repeats, warmup, device)
+        x.grad = None
+        trace = trace_activations(
+            module, lambda: _forward_backward(module, x), inputs=[x],
+            keep=lambda: [x.grad])
+        peaks[name] = trace.peak_bytes
+    return NLPoolSpeedResult(
+        tuple(shape), patch_size, stride, times['nlpool'],
+        times['reference'], times['reference'] / times['nlpool'],
+        peaks['nlpool'], peaks['reference'], max_output_diff, max_grad_diff)

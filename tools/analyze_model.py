@@ -1,0 +1,82 @@
+"""Activation memory, parameters, FLOPs and CPU latency of one or more
+configs, per backbone stage and in total.
+
+    python tools/analyze_model.py configs/ssd_mbv2_nlp.py \
+        configs/ssd_mbv2_nlp_s2.py configs/ssd_mbv2_nlp_s4.py \
+        [--scope backbone|detector] [--input-size H W] \
+        [--cfg-options KEY=VALUE ...] [--json FILE] [--markdown FILE] \
+        [--plot FILE.png]
+
+Peak activation memory: the largest total size of the tensors live at once
+along the forward pass, every tensor freed after its last use, parameters
+excluded (see sapool_mmdet/analysis/memory.py). FLOPs: mmengine.analysis,
+multiply-add = 1, with attention, RNN and window-pooling operators counted.
+With several configs every value is followed by its ratio to the first.
+"""
+import argparse
+import sys
+
+from mmengine.config import DictAction
+
+from sapool_mmdet.analysis import (SCOPES, analyze_configs,
+                                   plot_memory_vs_flops, reports_text,
+                                   write_json, write_markdown)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('configs', nargs='+', metavar='CONFIG',
+                        help='mmdet config files; ratios are against the '
+                        'first')
+    parser.add_argument(
+        '--scope', choices=SCOPES, default='backbone',
+        help='measure the backbone alone, or the detector in its tensor '
+        'mode (backbone, neck and head, without box decoding and NMS) '
+        '(default: %(default)s)')
+    parser.add_argument(
+        '--input-size', nargs=2, type=int, metavar=('H', 'W'),
+        help='input height and width (default: the scale of the config\'s '
+        'test-pipeline Resize, padded to the preprocessor\'s divisor)')
+    parser.add_argument('--repeats', type=int, default=10,
+                        help='timed forwards for the latency median '
+                        '(default: %(default)s)')
+    parser.add_argument('--warmup', type=int, default=2,
+                        help='untimed forwards before timing '
+                        '(default: %(default)s)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+        help='override config entries for every config, as mmdet\'s tools '
+        '(e.g. model.backbone.pool_position=pre)')
+    parser.add_argument('--json', metavar='FILE',
+                        help='write one record per config')
+    parser.add_argument('--markdown', metavar='FILE',
+                        help='write the tables as Markdown')
+    parser.add_argument('--plot', metavar='FILE.png',
+                        help='plot peak activation memory against FLOPs')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.plot and not args.plot.lower().endswith('.png'):
+        sys.exit(f'error: --plot writes a PNG file; got {args.plot!r}')
+    try:
+        reports = analyze_configs(args.configs, args.scope, args.input_size,
+                                  args.repeats, args.warmup,
+                                  args.cfg_options)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f'error: {error}')
+    print(reports_text(reports), end='')
+    if args.json:
+        write_json(reports, args.json)
+        print(f'wrote {args.json}')
+    if args.markdown:
+        write_markdown(reports, args.markdown)
+        print(f'wrote {args.markdown}')
+    if args.plot:
+        plot_memory_vs_flops(reports, args.plot)
+        print(f'wrote {args.plot}')
+
+
+if __name__ == '__main__':
+    main()

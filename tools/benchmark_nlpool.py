@@ -1,0 +1,56 @@
+"""Time NLPool against a direct transcription of the official code.
+
+Checks both give the same outputs and input gradients for the same weights,
+then prints forward+backward latency (median), the speed-up, and the peak
+activation memory of each (the largest total of tensors live at once, as in
+sapool_mmdet.analysis.memory).
+
+    python tools/benchmark_nlpool.py                 # 8x16x160x160, p=2, s=2
+    python tools/benchmark_nlpool.py --shape 2 16 64 64 --repeats 5 --json out.json
+"""
+import argparse
+import json
+
+from sapool_mmdet.analysis.nlpool_speed import compare_nlpool_with_reference
+from sapool_mmdet.datasets.coco_io import atomic_open
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--shape', type=int, nargs=4,
+                        default=[8, 16, 160, 160], metavar=('N', 'C', 'H', 'W'))
+    parser.add_argument('--patch-size', type=int, default=2)
+    parser.add_argument('--stride', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--json', help='also write the result to this file')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    result = compare_nlpool_with_reference(
+        args.shape, args.patch_size, args.stride, args.repeats, args.warmup,
+        args.device)
+    mib = 2**20
+    print(f'input {tuple(args.shape)}, patch_size {args.patch_size}, '
+          f'stride {args.stride}, device {args.device}')
+    print(f'max |output diff| {result.max_output_diff:.2e}, '
+          f'max |input-grad diff| {result.max_grad_diff:.2e}')
+    print(f'{"":<26}{"fwd+bwd ms":>12}{"peak MiB":>12}')
+    print(f'{"NLPool (SDPA)":<26}{result.nlpool_ms:>12.1f}'
+          f'{result.nlpool_peak_bytes / mib:>12.1f}')
+    print(f'{"official transcription":<26}{result.reference_ms:>12.1f}'
+          f'{result.reference_peak_bytes / mib:>12.1f}')
+    print(f'speed-up {result.speedup:.2f}x, peak memory ratio '
+          f'{result.reference_peak_bytes / result.nlpool_peak_bytes:.2f}x')
+    if args.json:
+        with atomic_open(args.json) as f:
+            json.dump(result.as_dict(), f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
