@@ -250,3 +250,15 @@ def test_state_dict_round_trip():
     b.load_state_dict(a.state_dict())
     x = torch.randn(1, 8, 6, 6)
     torch.testing.assert_close(a(x), b(x))
+
+
+def test_speed_comparison_reports_equal_outputs_and_lower_memory():
+    from sapool_mmdet.analysis.nlpool_speed import \
+        compare_nlpool_with_reference
+    result = compare_nlpool_with_reference((2, 8, 32, 32), patch_size=2,
+                                           stride=2, repeats=1, warmup=0)
+    assert result.max_output_diff < 1e-4 and result.max_grad_diff < 1e-4
+    # The transcription stores the (256 x 256) attention weights per head
+    # and image; SDPA does not.
+    assert result.reference_peak_bytes > result.nlpool_peak_bytes
+    assert result.nlpool_ms > 0 and result.speedup > 0

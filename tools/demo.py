@@ -1,0 +1,26 @@
+"""The demo: train and evaluate NLPool SSDlite-MobileNetV2 on the built-in
+synthetic driving set and print the Table 4-style metric report.
+
+    python tools/demo.py [--config configs/demo/ssd_mbv2_nlp.py]
+                         [--data data/synthetic_driving]
+                         [--work-dir work_dirs/demo]
+"""
+import argparse
+
+from sapool_mmdet.engine.demo import run_demo
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--config', default='configs/demo/ssd_mbv2_nlp.py')
+    parser.add_argument('--data', default='data/synthetic_driving',
+                        help='synthetic set folder, rendered if missing')
+    parser.add_argument('--work-dir', default='work_dirs/demo')
+    return parser.parse_args()
+
+
+if __name__ == '__main__':
+    args = parse_args()
+    run_demo(args.config, args.data, args.work_dir)
