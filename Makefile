@@ -39,8 +39,8 @@ $(VENV)/.step-torch: $(VENV)/.step-venv
 	@touch $@
 
 $(VENV)/.step-mmcv: $(VENV)/.step-torch
-	@echo "[install] mmcv 2.1.0 with compiled ops (built from source, about 6 min on 2 cores the first time; pip caches the wheel)"
-	MMCV_WITH_OPS=1 $(PIP) install --no-build-isolation $(MMCV) $(TORCH) $(NUMPY)
+	@echo "[install] mmcv 2.1.0 with compiled ops (built from source: about 7 min on 2 cores the first time, then pip's wheel cache)"
+	MMCV_WITH_OPS=1 $(PIP) install --no-build-isolation $(MMCV) $(TORCH) $(NUMPY) $(MATPLOTLIB)
 	@touch $@
 
 $(VENV)/.step-mm: $(VENV)/.step-mmcv

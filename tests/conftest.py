@@ -1,14 +1,25 @@
-"""Shared fixtures: small hand-made COCO files with the real COCO 2017
-category list (non-contiguous ids), crowd annotations and images without
-driving objects."""
+"""Shared fixtures: one intra-op thread, and small hand-made COCO files
+with the real COCO 2017 category list (non-contiguous ids), crowd
+annotations and images without driving objects."""
 import json
 
 import numpy as np
 import pytest
+import torch
 
 from sapool_mmdet.datasets import COCO2017_CATEGORIES
 
 CATEGORY_IDS = {c['name']: c['id'] for c in COCO2017_CATEGORIES}
+
+
+@pytest.fixture(autouse=True, scope='session')
+def single_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a busy
+    machine the threads' spin-waiting costs far more than the work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def coco_image(image_id: int, width: int = 64, height: int = 48) -> dict:

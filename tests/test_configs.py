@@ -53,16 +53,6 @@ METHODS = {'lip': 'LIPPool', 'gaussian': 'GaussianPool', 'rnnpool': 'RNNPool',
            'nlp': 'NLPool'}  # and 'conv': the stock strided convs
 
 
-@pytest.fixture(autouse=True, scope='module')
-def single_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy
-    machine the threads' spin-waiting costs far more than the work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def config_id(path: Path) -> str:
     return str(path.relative_to(CONFIG_DIR))
 

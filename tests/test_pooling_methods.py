@@ -229,12 +229,22 @@ def test_docstring_cites_its_source_and_documents_arguments(name):
         assert any(str(year) in doc for year in range(2010, 2030)), doc[:80]
 
 
-@pytest.mark.parametrize('name', ['MixNLPool', 'DeformMixNLPool'])
-def test_nlpool_variants_keep_every_nlpool_argument(name):
-    ours = inspect.signature(POOLING.get(name).__init__).parameters
-    theirs = inspect.signature(NLPool.__init__).parameters
-    assert [(p.name, p.default) for p in ours.values()] == \
-        [(p.name, p.default) for p in theirs.values()]
+@pytest.mark.parametrize('name', ['DeformNLPool', 'MixNLPool',
+                                  'DeformMixNLPool'])
+def test_nlpool_variants_take_every_nlpool_argument(name):
+    args = dict(patch_size=1, embed_ratio=0.5, num_heads=4, pos_embed='sine',
+                pos_grid_size=8, upsample='nearest',
+                norm_cfg=dict(type='GN', num_groups=2),
+                act_cfg=dict(type='ReLU6'), use_embed_norm=True,
+                use_restore_norm=False, use_sigmoid=True, use_exp=False,
+                window_norm=False, init_cfg=None)
+    assert set(args) == set(inspect.signature(NLPool.__init__).parameters) \
+        - {'self', 'in_channels', 'stride'}
+    pool = build_pooling(dict(type=name, **args), CHANNELS, 2)
+    assert (pool.num_heads, pool.upsample, pool.window_norm) == (
+        4, 'nearest', False)
+    with pytest.raises(ValueError, match='patch_size'):
+        build_pooling(dict(type=name, bogus=1), CHANNELS, 2)
 
 
 @pytest.mark.parametrize('name', WEIGHTED_TYPES)

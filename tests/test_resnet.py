@@ -13,16 +13,6 @@ from sapool_mmdet.backbones.pooled_stage import POOL_POSITIONS
 NLP = dict(type='NLPool', patch_size=2)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def single_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy
-    machine the threads' spin-waiting costs far more than the work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(**kwargs):
     return MODELS.build(dict(type='NLPoolResNet', **kwargs))
 

@@ -34,10 +34,19 @@ def check_choice(name: str, value, choices) -> object:
 
 
 def _constructor_arguments(cls: type) -> list:
-    params = inspect.signature(cls.__init__).parameters
-    return [name for name, p in params.items()
-            if name not in ('self', 'in_channels', 'stride')
-            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    """Named constructor arguments, following ``**kwargs`` to the parents
+    (a variant that adds a branch passes its parent's arguments on)."""
+    names = []
+    for klass in cls.__mro__:
+        if '__init__' not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names += [p.name for p in params
+                  if p.name not in ('self', 'in_channels', 'stride', *names)
+                  and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names
 
 
 def build_pooling(cfg: Optional[dict], in_channels: int,

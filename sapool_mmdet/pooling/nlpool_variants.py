@@ -1,5 +1,4 @@
 """The official code's NLPool variants: 'dfmnlp', 'mixp' and 'dfmixp'."""
-from typing import Optional
 
 import mmcv.ops  # noqa: F401 (registers the 'DCNv2' conv layer)
 import torch
@@ -52,31 +51,10 @@ class MixNLPool(NLPool):
         See :class:`NLPool`; the local branch uses ``norm_cfg``.
     """
 
-    def __init__(self,
-                 in_channels: int,
-                 stride: int,
-                 patch_size: int = 2,
-                 embed_ratio: float = 1.0,
-                 num_heads: int = 2,
-                 pos_embed: Optional[str] = 'learned',
-                 pos_grid_size: int = 16,
-                 upsample: str = 'bilinear',
-                 norm_cfg: dict = dict(type='BN'),
-                 act_cfg: dict = dict(type='ReLU'),
-                 use_embed_norm: bool = True,
-                 use_restore_norm: bool = True,
-                 use_sigmoid: bool = True,
-                 use_exp: bool = True,
-                 window_norm: bool = True,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(
-            in_channels, stride, patch_size=patch_size,
-            embed_ratio=embed_ratio, num_heads=num_heads, pos_embed=pos_embed,
-            pos_grid_size=pos_grid_size, upsample=upsample, norm_cfg=norm_cfg,
-            act_cfg=act_cfg, use_embed_norm=use_embed_norm,
-            use_restore_norm=use_restore_norm, use_sigmoid=use_sigmoid,
-            use_exp=use_exp, window_norm=window_norm, init_cfg=init_cfg)
-        self.local_logit = build_importance_logit(in_channels, 1, norm_cfg)
+    def __init__(self, in_channels: int, stride: int, **kwargs) -> None:
+        super().__init__(in_channels, stride, **kwargs)
+        self.local_logit = build_importance_logit(in_channels, 1,
+                                                  self.norm_cfg)
 
     def pooling_weights(self, x: torch.Tensor) -> torch.Tensor:
         return super().pooling_weights(x) * self.local_logit(x).exp()

@@ -137,6 +137,7 @@ class NLPool(WeightedPool):
                 f'embed_ratio')
         self.embed_dim = embed_dim
         self.num_heads = num_heads
+        self.norm_cfg = norm_cfg
         self.use_sigmoid = bool(use_sigmoid)
         self.use_exp = bool(use_exp)
 
