@@ -159,12 +159,17 @@ def plot_memory_vs_flops(reports: Sequence[ModelReport], path: str) -> None:
     figure = Figure(figsize=(6.4, 4.8), layout='constrained')
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    for report in reports:
-        x = report.flops / 1e9
-        y = report.peak_activation_bytes / MIB
+    points = [(report.flops / 1e9, report.peak_activation_bytes / MIB)
+              for report in reports]
+    y_span = max(y for _, y in points) or 1.0
+    for index, (report, (x, y)) in enumerate(zip(reports, points)):
         axes.scatter([x], [y])
+        # Configs with (nearly) the same peak would print their labels on
+        # top of each other: stack each one below the earlier ones.
+        level = sum(1 for _, other in points[:index]
+                    if abs(other - y) < 0.02 * y_span)
         axes.annotate(config_label(report), (x, y),
-                      textcoords='offset points', xytext=(4, 4),
+                      textcoords='offset points', xytext=(4, 4 - 10 * level),
                       fontsize=8)
     axes.set_xlabel('FLOPs (G, multiply-add = 1)')
     axes.set_ylabel('peak activation memory (MiB, fp32)')
