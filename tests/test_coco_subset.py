@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from sapool_mmdet.datasets import (COCO2017_CATEGORIES, DRIVING_CLASSES,
-                                   CocoFormatError, atomic_open,
-                                   load_coco_json, subset_coco,
-                                   subset_coco_file)
+                                   CocoFormatError, load_coco_json,
+                                   subset_coco, subset_coco_file)
+from sapool_mmdet.fileio import atomic_open
 
 CATEGORY_IDS = {c['name']: c['id'] for c in COCO2017_CATEGORIES}
 TOOL = str(Path(__file__).resolve().parents[1] / 'tools' / 'coco_subset.py')

@@ -12,7 +12,7 @@ import argparse
 import json
 
 from sapool_mmdet.analysis.nlpool_speed import compare_nlpool_with_reference
-from sapool_mmdet.datasets.coco_io import atomic_open
+from sapool_mmdet.fileio import atomic_open
 
 
 def parse_args() -> argparse.Namespace:

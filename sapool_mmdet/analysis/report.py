@@ -7,6 +7,7 @@ from typing import List, Optional, Sequence
 
 from terminaltables import AsciiTable, GithubFlavoredMarkdownTable
 
+from ..fileio import atomic_open
 from .analyze import ModelReport
 
 __all__ = ['mib', 'summary_rows', 'stage_rows', 'reports_text',
@@ -131,9 +132,9 @@ def _parent_dir(path: str) -> None:
 
 
 def write_text_file(path: str, text: str) -> None:
-    """Write ``text`` to ``path``, creating its directory."""
+    """Write ``text`` to ``path`` atomically, creating its directory."""
     _parent_dir(path)
-    with open(path, 'w', encoding='utf-8') as f:
+    with atomic_open(path, 'w', encoding='utf-8') as f:
         f.write(text)
 
 
@@ -178,4 +179,5 @@ def plot_memory_vs_flops(reports: Sequence[ModelReport], path: str) -> None:
     axes.grid(True, alpha=0.3)
     axes.margins(0.15)
     _parent_dir(path)
-    figure.savefig(path, format='png', dpi=150)
+    with atomic_open(path, 'wb') as f:
+        figure.savefig(f, format='png', dpi=150)

@@ -25,6 +25,7 @@ from mmengine.dataset import Compose, pseudo_collate
 from mmengine.runner import load_checkpoint
 from mmengine.utils import ProgressBar
 
+from ..fileio import atomic_open
 from ..pooling import POOLING, WeightedPool
 from .config import build_from_config, load_config
 
@@ -322,7 +323,8 @@ def render_image_maps(maps: ImageMaps, path: str,
         axis.set_axis_off()
     if maps.notes:
         figure.suptitle('; '.join(maps.notes), fontsize=9)
-    figure.savefig(path, format='png', dpi=100)
+    with atomic_open(path, 'wb') as f:
+        figure.savefig(f, format='png', dpi=100)
 
 
 def _output_name(image_path: str, used: set) -> str:

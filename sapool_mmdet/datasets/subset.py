@@ -7,7 +7,8 @@ from typing import Dict, List, Sequence, Set, Tuple
 from terminaltables import AsciiTable
 
 from .classes import DRIVING_CLASSES
-from .coco_io import atomic_open, category_ids_by_name, load_coco_json
+from ..fileio import atomic_open
+from .coco_io import category_ids_by_name, load_coco_json
 
 __all__ = [
     'ClassCount', 'FileCount', 'SubsetSummary', 'subset_coco',

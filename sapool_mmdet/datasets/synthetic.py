@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
 from .classes import COCO2017_CATEGORIES, DRIVING_CLASSES
-from .coco_io import atomic_open
+from ..fileio import atomic_open
 
 __all__ = [
     'NON_DRIVING_CLASSES', 'SYNTHETIC_CLASSES', 'SIZE_RANGES', 'CROWD_EVERY',

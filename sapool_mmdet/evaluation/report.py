@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Tuple
 
 from terminaltables import AsciiTable
 
-from ..datasets.coco_io import atomic_open
+from ..fileio import atomic_open
 
 __all__ = ['TABLE4_COLUMNS', 'ClassAP', 'DetectionReport']
 
