@@ -20,6 +20,10 @@ PYCOCOTOOLS := "pycocotools>=2.0.7,<2.1"
 MATPLOTLIB := "matplotlib>=3.7,<3.11"
 OPENMIM := openmim==0.3.9
 PYTEST := "pytest>=7,<9"
+# Extra pip arguments for the torch step, e.g. the CPU wheel index on a
+# machine whose default index serves CUDA builds:
+#   make install TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP_ARGS ?=
 
 DEMO_DATA := data/synthetic_driving
 DEMO_CONFIG := configs/demo/ssd_mbv2_nlp.py
@@ -35,7 +39,8 @@ $(VENV)/.step-venv:
 
 $(VENV)/.step-torch: $(VENV)/.step-venv
 	@echo "[install] torch 2.13.0 (CPU build)"
-	$(PIP) install --quiet $(TORCH) $(NUMPY) $(SETUPTOOLS) wheel
+	$(PIP) install --quiet $(TORCH_PIP_ARGS) $(TORCH)
+	$(PIP) install --quiet $(NUMPY) $(SETUPTOOLS) wheel
 	@touch $@
 
 $(VENV)/.step-mmcv: $(VENV)/.step-torch
