@@ -1,7 +1,8 @@
 """sapool_mmdet: self-attentive (non-local) pooling for mmdetection 3.x.
 
-Importing the package registers the pooling methods, backbones, datasets,
-metrics and hooks in mmdet's registries and applies the fixes in
+Importing the package registers the pooling methods (in ``POOLING``) and
+the backbones, the driving dataset and its metric (in mmdet's registries),
+and applies the fixes in
 :mod:`sapool_mmdet.compat`, so
 ``custom_imports = dict(imports=['sapool_mmdet'], allow_failed_imports=False)``
 is all an mmdet config needs.
@@ -10,7 +11,6 @@ from .compat import apply_compat_fixes
 
 apply_compat_fixes()
 
-from . import backbones, pooling  # noqa: E402,F401
-from . import datasets, evaluation  # noqa: E402,F401
+from . import backbones, datasets, evaluation, pooling  # noqa: E402,F401
 
 __version__ = '0.1.0'
