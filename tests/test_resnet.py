@@ -199,16 +199,26 @@ def test_stem_pooling_with_deep_stem():
     assert outs[0].shape[-2:] == (16, 16)
 
 
-def test_frozen_stages_and_norm_eval_reach_the_pooling():
+def test_frozen_stages_and_norm_eval_reach_the_pooling_only_on_request():
+    """By default the pooling layers always train (see
+    tests/test_backbone_recipes.py); freeze_pooling=True freezes them with
+    their stage, the stem pooling with the stem."""
     model = build(depth=18, pooling=dict(type='ConvPool'),
                   stem_pooling=dict(type='ConvPool'), frozen_stages=2,
-                  norm_eval=True, pool_position='outer')
+                  norm_eval=True, pool_position='outer', freeze_pooling=True)
     model.train()
     for frozen in (model.stem_pool, model.layer2.pool):
         assert not any(p.requires_grad for p in frozen.parameters())
         assert not frozen.training
     assert all(p.requires_grad for p in model.layer3.pool.parameters())
     assert not model.layer3.pool.conv.bn.training    # norm_eval
+    model = build(depth=18, pooling=dict(type='ConvPool'),
+                  stem_pooling=dict(type='ConvPool'), frozen_stages=2,
+                  norm_eval=True, pool_position='outer')
+    model.train()
+    for pool in (model.stem_pool, model.layer2.pool, model.layer3.pool):
+        assert all(p.requires_grad for p in pool.parameters())
+        assert pool.training and pool.conv.bn.training
 
 
 def test_init_weights_reaches_blocks_of_pooled_stages():

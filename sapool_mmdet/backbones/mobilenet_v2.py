@@ -6,16 +6,16 @@ from mmdet.models.backbones import MobileNetV2
 from mmdet.registry import MODELS
 
 from ..pooling import build_pooling
-from ..pooling.builder import check_choice
-from .pooled_stage import (POOL_POSITIONS, assemble_stage, check_strides,
-                           expand_stage_pooling, pool_channels,
+from ..pooling.builder import check_choice, with_defaults
+from .pooled_stage import (POOL_POSITIONS, PoolingTrainMixin, assemble_stage,
+                           check_strides, expand_stage_pooling, pool_channels,
                            split_stem_pooling)
 
 __all__ = ['NLPoolMobileNetV2']
 
 
 @MODELS.register_module()
-class NLPoolMobileNetV2(MobileNetV2):
+class NLPoolMobileNetV2(PoolingTrainMixin, MobileNetV2):
     """mmdet's MobileNetV2 with a pooling layer in any down-sampling stage
     (Chen et al., WACV 2023, Sec. 5).
 
@@ -41,9 +41,17 @@ class NLPoolMobileNetV2(MobileNetV2):
             ``stride``, default 2) that takes over the stem conv's
             down-sampling: the stem conv runs at stride 1 and this pooling
             follows it (the official code's 'prepool'). Default: None.
+        freeze_pooling (bool): Treat the pooling layers like the stock
+            layers under ``frozen_stages`` and ``norm_eval``. By default
+            they are new layers and always train: ``frozen_stages`` never
+            freezes them and ``norm_eval`` leaves their norms in training
+            mode. See :class:`~.pooled_stage.PoolingTrainMixin`.
+            Default: False.
         **kwargs: Every argument of mmdet's ``MobileNetV2`` (widen_factor,
             out_indices, frozen_stages, conv_cfg, norm_cfg, act_cfg,
-            norm_eval, with_cp, pretrained, init_cfg).
+            norm_eval, with_cp, pretrained, init_cfg). The pooling layers
+            use the backbone's ``norm_cfg`` (e.g. SyncBN) unless their dict
+            sets its own.
     """
 
     def __init__(self,
@@ -51,7 +59,9 @@ class NLPoolMobileNetV2(MobileNetV2):
                  pooling: Union[None, dict, Sequence] = None,
                  pool_position: str = 'pre',
                  stem_pooling: Optional[dict] = None,
+                 freeze_pooling: bool = False,
                  **kwargs) -> None:
+        self.freeze_pooling = bool(freeze_pooling)
         num_stages = len(MobileNetV2.arch_settings)
         strides = check_strides(strides, num_stages)
         # MobileNetV2.__init__ calls make_layer once per stage; these
@@ -66,8 +76,9 @@ class NLPoolMobileNetV2(MobileNetV2):
         super().__init__(**kwargs)
         if stem_cfg is not None:
             self.conv1.conv.stride = (1, 1)
-            self.stem_pool = build_pooling(stem_cfg, self.conv1.out_channels,
-                                           stem_stride)
+            self.stem_pool = build_pooling(
+                with_defaults(stem_cfg, norm_cfg=self.norm_cfg),
+                self.conv1.out_channels, stem_stride)
         else:
             self.stem_pool = None
 
@@ -79,22 +90,14 @@ class NLPoolMobileNetV2(MobileNetV2):
                                       expand_ratio)
         channels = pool_channels(self.pool_position, self.in_channels,
                                  out_channels)
-        pool = build_pooling(pool_cfg, channels, stride)
+        pool = build_pooling(
+            with_defaults(pool_cfg, norm_cfg=self.norm_cfg), channels, stride)
         stage = super().make_layer(out_channels, num_blocks, 1, expand_ratio)
         return assemble_stage(list(stage), pool, self.pool_position)
 
-    def _freeze_stages(self) -> None:
-        super()._freeze_stages()
-        stem_pool = getattr(self, 'stem_pool', None)
-        if self.frozen_stages >= 0 and stem_pool is not None:
-            stem_pool.eval()
-            for param in stem_pool.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'NLPoolMobileNetV2':
-        # mmdet's MobileNetV2.train returns None; nn.Module returns self.
-        super().train(mode)
-        return self
+    @property
+    def stage_names(self) -> list:
+        return self.layers
 
     def forward(self, x: torch.Tensor) -> tuple:
         x = self.conv1(x)

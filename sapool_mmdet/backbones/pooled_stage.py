@@ -16,7 +16,7 @@ the stock blocks keep their state-dict keys in every position:
   stage's output is pooled, as the official ResNet code does.
 """
 from collections import OrderedDict
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
 from mmengine.model import Sequential
@@ -25,7 +25,8 @@ from ..pooling import POOLING
 from ..pooling.builder import check_choice, check_positive_int
 
 __all__ = ['POOL_POSITIONS', 'assemble_stage', 'pool_channels',
-           'expand_stage_pooling', 'check_strides', 'split_stem_pooling']
+           'expand_stage_pooling', 'check_strides', 'split_stem_pooling',
+           'PoolingTrainMixin']
 
 POOL_POSITIONS = ('pre', 'inner', 'outer')
 
@@ -122,3 +123,56 @@ def assemble_stage(blocks: Sequence[nn.Module], pool: nn.Module,
     insert_at = {'pre': 0, 'inner': 1, 'outer': len(named)}[position]
     named.insert(insert_at, ('pool', pool))
     return Sequential(OrderedDict(named))
+
+
+class PoolingTrainMixin:
+    """What a pooled backbone does with its pooling layers under mmdet's
+    training recipes (``frozen_stages``, ``norm_eval``).
+
+    The pooling layers are new: an ImageNet checkpoint has no weights and no
+    norm statistics for them. So, unless the backbone's ``freeze_pooling``
+    is True, ``frozen_stages`` freezes only the stock layers of a stage
+    (never the pooling it gained, nor the stem pooling) and ``norm_eval``
+    leaves the pooling norms in training mode. With ``freeze_pooling=True``
+    a pooling layer is treated like the stock layers of its stage (the
+    stem pooling as part of the stem, stage 0).
+
+    The backbone sets ``freeze_pooling`` and ``stem_pool`` and lists its
+    stage names in ``stage_names``.
+    """
+
+    freeze_pooling: bool = False
+
+    @property
+    def stage_names(self) -> List[str]:
+        raise NotImplementedError
+
+    def pooling_layers(self) -> List[Tuple[int, nn.Module]]:
+        """(stage, module) of every pooling layer: stage 0 is the stem,
+        stage i the i-th stage (``frozen_stages`` counts the same way)."""
+        layers = []
+        if getattr(self, 'stem_pool', None) is not None:
+            layers.append((0, self.stem_pool))
+        for i, name in enumerate(self.stage_names, start=1):
+            pool = getattr(getattr(self, name), 'pool', None)
+            if pool is not None:
+                layers.append((i, pool))
+        return layers
+
+    def _freeze_stages(self) -> None:
+        super()._freeze_stages()
+        for stage, pool in self.pooling_layers():
+            if stage > self.frozen_stages:
+                continue
+            if self.freeze_pooling:
+                pool.eval()
+            for param in pool.parameters():
+                param.requires_grad = not self.freeze_pooling
+
+    def train(self, mode: bool = True):
+        # mmdet's MobileNetV2.train returns None; nn.Module returns self.
+        super().train(mode)
+        if mode and not self.freeze_pooling:
+            for _, pool in self.pooling_layers():
+                pool.train(True)
+        return self

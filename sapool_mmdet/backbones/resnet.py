@@ -7,16 +7,16 @@ from mmdet.models.backbones import ResNet
 from mmdet.registry import MODELS
 
 from ..pooling import build_pooling
-from ..pooling.builder import check_choice
-from .pooled_stage import (POOL_POSITIONS, assemble_stage, check_strides,
-                           expand_stage_pooling, pool_channels,
+from ..pooling.builder import check_choice, with_defaults
+from .pooled_stage import (POOL_POSITIONS, PoolingTrainMixin, assemble_stage,
+                           check_strides, expand_stage_pooling, pool_channels,
                            split_stem_pooling)
 
 __all__ = ['NLPoolResNet']
 
 
 @MODELS.register_module()
-class NLPoolResNet(ResNet):
+class NLPoolResNet(PoolingTrainMixin, ResNet):
     """mmdet's ResNet with a pooling layer in any down-sampling stage
     (Chen et al., WACV 2023, Sec. 5).
 
@@ -48,12 +48,20 @@ class NLPoolResNet(ResNet):
             the stem conv runs at stride 1, the max-pool is removed and this
             pooling follows the stem (the official code's 'prepool').
             Default: None.
+        freeze_pooling (bool): Treat the pooling layers like the stock
+            layers under ``frozen_stages`` and ``norm_eval``. By default
+            they are new layers and always train: ``frozen_stages`` never
+            freezes them and ``norm_eval`` leaves their norms in training
+            mode. See :class:`~.pooled_stage.PoolingTrainMixin`.
+            Default: False.
         num_stages (int): Stages, 1 to 4. Default: 4.
         **kwargs: Every other argument of mmdet's ``ResNet`` (in_channels,
             stem_channels, base_channels, dilations, out_indices, style,
             deep_stem, avg_down, frozen_stages, conv_cfg, norm_cfg,
             norm_eval, dcn, stage_with_dcn, plugins, with_cp,
-            zero_init_residual, pretrained, init_cfg).
+            zero_init_residual, pretrained, init_cfg). The pooling layers
+            use the backbone's ``norm_cfg`` (e.g. SyncBN) unless their dict
+            sets its own.
     """
 
     def __init__(self,
@@ -62,9 +70,11 @@ class NLPoolResNet(ResNet):
                  pooling: Union[None, dict, Sequence] = None,
                  pool_position: str = 'pre',
                  stem_pooling: Optional[dict] = None,
+                 freeze_pooling: bool = False,
                  num_stages: int = 4,
                  **kwargs) -> None:
         strides = check_strides(strides, num_stages)
+        self.freeze_pooling = bool(freeze_pooling)
         # ResNet.__init__ calls _make_stem_layer once and make_res_layer once
         # per stage; these attributes tell those overrides what to build.
         self.stage_pooling = expand_stage_pooling(pooling, strides)
@@ -83,8 +93,9 @@ class NLPoolResNet(ResNet):
         first_conv = self.stem[0] if self.deep_stem else self.conv1
         first_conv.stride = (1, 1)
         del self.maxpool
-        self.stem_pool = build_pooling(self.stem_pool_cfg, stem_channels,
-                                       self.stem_pool_stride)
+        self.stem_pool = build_pooling(
+            with_defaults(self.stem_pool_cfg, norm_cfg=self.norm_cfg),
+            stem_channels, self.stem_pool_stride)
 
     def make_res_layer(self, **kwargs) -> nn.Sequential:
         pool_cfg = self.stage_pooling[len(self.res_layers)]
@@ -92,16 +103,15 @@ class NLPoolResNet(ResNet):
             return super().make_res_layer(**kwargs)
         channels = pool_channels(self.pool_position, kwargs['inplanes'],
                                  kwargs['planes'] * kwargs['block'].expansion)
-        pool = build_pooling(pool_cfg, channels, kwargs['stride'])
+        pool = build_pooling(
+            with_defaults(pool_cfg, norm_cfg=self.norm_cfg), channels,
+            kwargs['stride'])
         stage = super().make_res_layer(**dict(kwargs, stride=1))
         return assemble_stage(list(stage), pool, self.pool_position)
 
-    def _freeze_stages(self) -> None:
-        super()._freeze_stages()
-        if self.frozen_stages >= 0 and self.stem_pool is not None:
-            self.stem_pool.eval()
-            for param in self.stem_pool.parameters():
-                param.requires_grad = False
+    @property
+    def stage_names(self) -> list:
+        return self.res_layers
 
     def forward(self, x: torch.Tensor) -> tuple:
         if self.deep_stem:

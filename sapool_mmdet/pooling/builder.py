@@ -11,7 +11,8 @@ from typing import Optional
 import torch.nn as nn
 from mmengine.registry import Registry
 
-__all__ = ['POOLING', 'build_pooling', 'check_positive_int', 'check_choice']
+__all__ = ['POOLING', 'build_pooling', 'check_positive_int', 'check_choice',
+           'with_defaults']
 
 POOLING = Registry('pooling', scope='sapool_mmdet',
                    locations=['sapool_mmdet.pooling'])
@@ -49,6 +50,36 @@ def _constructor_arguments(cls: type) -> list:
     return names
 
 
+def _pooling_class(cfg) -> type:
+    if not isinstance(cfg, dict) or 'type' not in cfg:
+        raise ValueError(
+            f'a pooling config must be a dict with a "type" key, one of '
+            f'{sorted(POOLING.module_dict)}; got {cfg!r}')
+    pool_type = cfg['type']
+    cls = POOLING.get(pool_type) if isinstance(pool_type, str) else pool_type
+    if not inspect.isclass(cls):
+        raise ValueError(
+            f'unknown pooling type {pool_type!r}; registered types are '
+            f'{sorted(POOLING.module_dict)}')
+    return cls
+
+
+def with_defaults(cfg: dict, **defaults) -> dict:
+    """Return a copy of the pooling ``cfg`` with each of ``defaults`` that
+    its type accepts and ``cfg`` does not set.
+
+    Backbones use it to hand their ``norm_cfg`` (e.g. SyncBN) to the pooling
+    layers they build, while a ``norm_cfg`` in the pooling dict still wins
+    and methods without norms (max, average) are left alone.
+    """
+    accepted = _constructor_arguments(_pooling_class(cfg))
+    out = dict(cfg)
+    for name, value in defaults.items():
+        if name in accepted and name not in out:
+            out[name] = value
+    return out
+
+
 def build_pooling(cfg: Optional[dict], in_channels: int,
                   stride: int) -> nn.Module:
     """Build a registered pooling module.
@@ -66,19 +97,11 @@ def build_pooling(cfg: Optional[dict], in_channels: int,
         ValueError: on an unknown type, an unknown argument or a bad value;
             the message names what is valid.
     """
-    if not isinstance(cfg, dict) or 'type' not in cfg:
-        raise ValueError(
-            f'a pooling config must be a dict with a "type" key, one of '
-            f'{sorted(POOLING.module_dict)}; got {cfg!r}')
+    cls = _pooling_class(cfg)
     check_positive_int('in_channels', in_channels)
     check_positive_int('stride', stride)
     args = dict(cfg)
-    pool_type = args.pop('type')
-    cls = POOLING.get(pool_type) if isinstance(pool_type, str) else pool_type
-    if not inspect.isclass(cls):
-        raise ValueError(
-            f'unknown pooling type {pool_type!r}; registered types are '
-            f'{sorted(POOLING.module_dict)}')
+    args.pop('type')
     valid = _constructor_arguments(cls)
     unknown = sorted(set(args) - set(valid))
     if unknown:
