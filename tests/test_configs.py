@@ -129,8 +129,19 @@ def test_file_name_says_what_the_config_holds(path):
         assert backbone.pool_position == position
 
 
+# ImageNet weights as mmdet's recipe for each detector: torchvision's for
+# ResNet, mmdet's MobileNetV2 for YOLOv3; SSDlite trains from scratch.
+def recipe_checkpoint(path: Path, cfg: Config):
+    backbone = cfg.model.backbone
+    if backbone.type == 'NLPoolResNet':
+        return f'torchvision://resnet{backbone.depth}'
+    if cfg.model.type == 'YOLOV3':
+        return 'open-mmlab://mmdet/mobilenet_v2'
+    return None
+
+
 @pytest.mark.parametrize('path', CONFIGS, ids=config_id)
-def test_config_is_for_the_driving_classes_and_downloads_nothing(path):
+def test_config_is_for_the_driving_classes_and_recipe_weights(path):
     cfg = load(path)
     num_classes = [v for k, v in walk(cfg.model) if k == 'num_classes']
     assert num_classes and set(num_classes) == {len(DRIVING_CLASSES)}
@@ -144,10 +155,42 @@ def test_config_is_for_the_driving_classes_and_downloads_nothing(path):
         evaluator = cfg.get(f'{split}_evaluator')
         if evaluator is not None:
             assert METRICS.get(evaluator['type']) is not None
-    # detectors train from scratch: no pretrained weights to download
-    for key, value in walk(cfg.model):
-        assert not (key == 'type' and value == 'Pretrained')
-        assert not (key == 'pretrained' and value)
+    checkpoint = recipe_checkpoint(path, cfg)
+    if checkpoint is not None:
+        assert cfg.model.backbone.init_cfg == dict(type='Pretrained',
+                                                   checkpoint=checkpoint)
+    pretrained = [value for key, value in walk(cfg.model)
+                  if key == 'type' and value == 'Pretrained']
+    assert len(pretrained) == (checkpoint is not None)
+    assert not any(key == 'pretrained' and value
+                   for key, value in walk(cfg.model))
+
+
+@pytest.fixture(scope='session')
+def stock_checkpoints(tmp_path_factory):
+    """Locally written stand-ins for the ImageNet checkpoints the configs
+    name (tests never download): a stock mmdet backbone's state dict plus
+    the classifier keys the real files have."""
+    from mmdet.models.backbones import MobileNetV2, ResNet
+    stock = {
+        'torchvision://resnet18': lambda: ResNet(depth=18),
+        'torchvision://resnet50': lambda: ResNet(depth=50),
+        'open-mmlab://mmdet/mobilenet_v2':
+        lambda: MobileNetV2(out_indices=(7, )),
+    }
+    written = {}
+
+    def get(name: str):
+        if name not in written:
+            torch.manual_seed(0)
+            state = dict(stock[name]().state_dict(),
+                         **{'fc.weight': torch.randn(3, 2)})
+            path = tmp_path_factory.mktemp('imagenet') / 'stock.pth'
+            torch.save(state, path)
+            written[name] = (str(path), state)
+        return written[name]
+
+    return get
 
 
 def shrink(cfg: Config) -> Config:
@@ -189,10 +232,22 @@ def synthetic_batch(num_images: int = 2, size: int = TINY_SIZE) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize('path', CONFIGS, ids=config_id)
-def test_trains_one_step_and_predicts(path):
+def test_trains_one_step_and_predicts(path, stock_checkpoints):
     torch.manual_seed(0)
-    model = build(shrink(load(path)))
+    cfg = shrink(load(path))
+    init_cfg = cfg.model.backbone.get('init_cfg') or {}
+    pretrained = init_cfg.get('type') == 'Pretrained'
+    if pretrained:  # ImageNet start through the config's own init_cfg
+        init_cfg.checkpoint, stock = stock_checkpoints(init_cfg.checkpoint)
+    model = build(cfg)
     model.init_weights()
+    if pretrained:
+        state = model.backbone.state_dict()
+        for key, value in state.items():
+            if key in stock:
+                assert torch.equal(value, stock[key]), key
+            else:  # only the new pooling layers start untrained
+                assert key.startswith('stem_pool.') or '.pool.' in key, key
     model.train()
     data = model.data_preprocessor(synthetic_batch(), training=True)
     loss, _ = model.parse_losses(model(**data, mode='loss'))
