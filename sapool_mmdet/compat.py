@@ -1,35 +1,51 @@
-"""Fixes for known incompatibilities in the pinned stack.
+"""Fixes for known incompatibilities in the supported stack.
 
-Applied once, when ``sapool_mmdet`` is imported.
+Applied once, when ``sapool_mmdet`` is imported. Each fix checks whether
+the environment needs it, so the package works across the ranges it
+declares (torch >= 2.0, numpy 1.x and 2.x, mmdet 3.x, mmengine < 1.0);
+:data:`COMPAT_STATUS` records, per fix, whether it was applied or skipped
+and why (``python -m sapool_mmdet`` prints it).
 
-1. mmdet 3.3.0's ``BaseDenseHead._predict_by_feat_single`` reads
+1. ``ssd_head_predict``: mmdet 3.3.0's
+   ``BaseDenseHead._predict_by_feat_single`` reads
    ``self.loss_cls.custom_cls_channels``, but ``SSDHead`` computes its
    classification loss inline and never creates ``loss_cls``, so every SSD
    predict raises AttributeError (open-mmlab/mmdetection#11063, #11780).
    SSD has no custom-channel loss, so ``loss_cls = None`` gives the
-   intended branch (softmax scores).
-2. torch >= 2.6 loads checkpoints with ``weights_only=True``, which rejects
-   the non-tensor objects mmengine 0.10.x stores in a checkpoint
-   (``HistoryBuffer`` and numpy arrays/scalars in the message hub), so
-   ``--resume`` and ``tools/test.py CKPT`` fail. We allow-list exactly those
-   types; ``weights_only`` stays on, so loading a stranger's checkpoint still
-   cannot run code. A ``HistoryBuffer`` also pickles its statistics methods
-   as ``getattr(HistoryBuffer, 'mean')``; allow-listing the builtin
-   ``getattr`` would open attribute access on anything, so the name
-   ``builtins.getattr`` is mapped to :func:`history_buffer_statistic`,
-   which resolves those methods and refuses everything else.
+   intended branch (softmax scores). Skipped where ``SSDHead`` already has
+   the attribute.
+2. ``checkpoint_safe_globals``: torch >= 2.6 loads checkpoints with
+   ``weights_only=True``, which rejects the non-tensor objects mmengine
+   stores in a checkpoint (``HistoryBuffer`` and numpy arrays/scalars in
+   the message hub), so ``--resume`` and ``tools/test.py CKPT`` fail. We
+   allow-list exactly those types; ``weights_only`` stays on, so loading a
+   stranger's checkpoint still cannot run code. A ``HistoryBuffer`` also
+   pickles its statistics methods as ``getattr(HistoryBuffer, 'mean')``;
+   allow-listing the builtin ``getattr`` would open attribute access on
+   anything, so the name ``builtins.getattr`` is mapped to
+   :func:`history_buffer_statistic`, which resolves those methods and
+   refuses everything else. numpy 2 moved ``numpy.core`` to
+   ``numpy._core``; checkpoints written under either name load under
+   both. Skipped where torch has no ``add_safe_globals`` (torch < 2.4,
+   whose ``torch.load`` defaults to ``weights_only=False`` and needs no
+   allow-list).
 """
+import logging
 import pickle
+from typing import Dict, List
 
 import numpy as np
 import torch
 from mmdet.models.dense_heads import SSDHead
-from mmengine.logging import HistoryBuffer
+from mmengine.logging import HistoryBuffer, print_log
 
-__all__ = ['apply_compat_fixes', 'CHECKPOINT_SAFE_GLOBALS',
-           'history_buffer_statistic']
+__all__ = ['apply_compat_fixes', 'checkpoint_safe_globals',
+           'history_buffer_statistic', 'COMPAT_STATUS']
 
 HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+
+# fix name -> 'applied: ...' or 'skipped: ...', filled by apply_compat_fixes
+COMPAT_STATUS: Dict[str, str] = {}
 
 
 def history_buffer_statistic(owner: type, name: str):
@@ -44,32 +60,69 @@ def history_buffer_statistic(owner: type, name: str):
         f'HistoryBuffer statistics methods are allowed')
 
 
-def _numpy_checkpoint_types() -> list:
-    """numpy objects that pickle into mmengine checkpoints."""
-    reconstruct = np.core.multiarray._reconstruct
-    scalar = np.core.multiarray.scalar
-    dtype_classes = [type(np.dtype(t)) for t in (
-        np.float64, np.float32, np.float16, np.int64, np.int32, np.int16,
-        np.int8, np.uint8, np.bool_)]
-    return [reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes]
+def _numpy_multiarray(numpy_module=np):
+    """numpy's ``multiarray`` module: ``numpy._core`` from numpy 2 on,
+    ``numpy.core`` before."""
+    core = getattr(numpy_module, '_core', None)
+    if core is None or not hasattr(core, 'multiarray'):
+        core = numpy_module.core
+    return core.multiarray
 
 
-CHECKPOINT_SAFE_GLOBALS = [
-    HistoryBuffer, *_numpy_checkpoint_types(),
-    (history_buffer_statistic, 'builtins.getattr')
-]
+def checkpoint_safe_globals(numpy_module=np) -> List:
+    """What ``torch.load(weights_only=True)`` must allow for an mmengine
+    checkpoint: ``HistoryBuffer``, the numpy objects the message hub
+    pickles (under both of numpy's module names) and the guarded
+    ``getattr``."""
+    multiarray = _numpy_multiarray(numpy_module)
+    reconstruct, scalar = multiarray._reconstruct, multiarray.scalar
+    dtype_classes = [type(numpy_module.dtype(t)) for t in (
+        'float64', 'float32', 'float16', 'int64', 'int32', 'int16', 'int8',
+        'uint8', 'bool')]
+    safe = [HistoryBuffer, reconstruct, scalar, numpy_module.ndarray,
+            numpy_module.dtype, *dtype_classes,
+            (history_buffer_statistic, 'builtins.getattr')]
+    for package in ('numpy.core', 'numpy._core'):
+        for obj, name in ((reconstruct, '_reconstruct'), (scalar, 'scalar')):
+            qualified = f'{package}.multiarray.{name}'
+            if f'{obj.__module__}.{obj.__qualname__}' != qualified:
+                safe.append((obj, qualified))
+    return safe
 
 
-def _fix_ssd_head_predict() -> None:
-    if not hasattr(SSDHead, 'loss_cls'):
-        SSDHead.loss_cls = None
+def _fix_ssd_head_predict() -> str:
+    if hasattr(SSDHead, 'loss_cls'):
+        return 'skipped: SSDHead already has loss_cls'
+    SSDHead.loss_cls = None
+    return 'applied: SSDHead.loss_cls = None (SSD predict works)'
 
 
-def _allow_mmengine_checkpoint_types() -> None:
-    torch.serialization.add_safe_globals(CHECKPOINT_SAFE_GLOBALS)
+def _allow_mmengine_checkpoint_types(serialization=torch.serialization,
+                                     numpy_module=np) -> str:
+    add_safe_globals = getattr(serialization, 'add_safe_globals', None)
+    if add_safe_globals is None:
+        return (f'skipped: torch {torch.__version__} has no '
+                f'add_safe_globals; its torch.load does not default to '
+                f'weights_only=True')
+    add_safe_globals(checkpoint_safe_globals(numpy_module))
+    return ('applied: mmengine checkpoint types allow-listed for '
+            'weights_only loading')
 
 
-def apply_compat_fixes() -> None:
-    """Apply every fix; safe to call more than once."""
-    _fix_ssd_head_predict()
-    _allow_mmengine_checkpoint_types()
+def apply_compat_fixes() -> Dict[str, str]:
+    """Apply every fix the environment needs; safe to call more than once.
+
+    Returns:
+        dict[str, str]: Per fix, 'applied: ...' or 'skipped: ...' and why
+        (also kept in :data:`COMPAT_STATUS`).
+    """
+    if COMPAT_STATUS:
+        return dict(COMPAT_STATUS)
+    COMPAT_STATUS['ssd_head_predict'] = _fix_ssd_head_predict()
+    COMPAT_STATUS['checkpoint_safe_globals'] = \
+        _allow_mmengine_checkpoint_types()
+    for name, status in COMPAT_STATUS.items():
+        print_log(f'sapool_mmdet.compat {name}: {status}', logger='current',
+                  level=logging.DEBUG)
+    return dict(COMPAT_STATUS)
+
