@@ -9,17 +9,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# Versions and why each is pinned: see README.md, "Pinned versions".
-TORCH := torch==2.13.0
+# The exact versions we test; setup.py itself takes ranges (README.md,
+# "Version ranges"). Every pip step below installs under these constraints.
+CONSTRAINTS := constraints.txt
+PIP_INSTALL := $(PIP) install --quiet -c $(CONSTRAINTS)
+# setuptools is pinned here, not in the constraints: openmim's dependencies
+# ask for an old one, so the last step puts this range back.
 SETUPTOOLS := "setuptools>=77,<81"
-NUMPY := "numpy>=1.24,<2"
-MMCV := mmcv==2.1.0
-MMENGINE := mmengine==0.10.7
-MMDET := mmdet==3.3.0
-PYCOCOTOOLS := "pycocotools>=2.0.7,<2.1"
-MATPLOTLIB := "matplotlib>=3.7,<3.11"
-OPENMIM := openmim==0.3.9
-PYTEST := "pytest>=7,<9"
+# Compiler flags of the mmcv ops build (README.md, "Installation").
+MMCV_BUILD_FLAGS ?= -O1 -g0
 # Extra pip arguments for the torch step, e.g. the CPU wheel index on a
 # machine whose default index serves CUDA builds:
 #   make install TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
@@ -37,27 +35,29 @@ $(VENV)/.step-venv:
 	$(PYTHON) -m venv $(VENV)
 	@touch $@
 
-$(VENV)/.step-torch: $(VENV)/.step-venv
-	@echo "[install] torch 2.13.0 (CPU build)"
-	$(PIP) install --quiet $(TORCH_PIP_ARGS) $(TORCH)
-	$(PIP) install --quiet $(NUMPY) $(SETUPTOOLS) wheel
+$(VENV)/.step-torch: $(VENV)/.step-venv $(CONSTRAINTS)
+	@echo "[install] torch (CPU build; version from $(CONSTRAINTS))"
+	$(PIP_INSTALL) $(TORCH_PIP_ARGS) torch
+	$(PIP_INSTALL) numpy wheel ninja $(SETUPTOOLS)
 	@touch $@
 
 $(VENV)/.step-mmcv: $(VENV)/.step-torch
-	@echo "[install] mmcv 2.1.0 with compiled ops (built from source: about 7 min on 2 cores the first time, then pip's wheel cache)"
-	MMCV_WITH_OPS=1 $(PIP) install --no-build-isolation $(MMCV) $(TORCH) $(NUMPY) $(MATPLOTLIB)
+	@echo "[install] mmcv with compiled ops, built from source with CFLAGS='$(MMCV_BUILD_FLAGS)' (README: about N min on 2 cores the first time, then pip's wheel cache)"
+	MMCV_WITH_OPS=1 CFLAGS="$(MMCV_BUILD_FLAGS)" CXXFLAGS="$(MMCV_BUILD_FLAGS)" \
+		$(PIP_INSTALL) --no-build-isolation mmcv
 	@touch $@
 
 $(VENV)/.step-mm: $(VENV)/.step-mmcv
-	@echo "[install] mmengine, mmdet 3.3.0, pycocotools, matplotlib, openmim, pytest"
-	$(PIP) install --quiet $(MMENGINE) $(MMDET) $(PYCOCOTOOLS) $(MATPLOTLIB) $(OPENMIM) $(PYTEST) $(TORCH) $(NUMPY) $(MMCV)
+	@echo "[install] mmengine, mmdet, pycocotools, matplotlib, terminaltables, Pillow, openmim, pytest"
+	$(PIP_INSTALL) mmengine mmdet pycocotools matplotlib terminaltables Pillow openmim pytest
 	@echo "[install] restoring the setuptools pin (openmim's openxlab downgrades it)"
 	$(PIP) install --quiet $(SETUPTOOLS)
 	@touch $@
 
 $(VENV)/.step-package: $(VENV)/.step-mm setup.py
 	@echo "[install] sapool_mmdet (editable)"
-	$(PIP) install --quiet --no-build-isolation --no-deps -e .
+	$(PIP_INSTALL) --no-build-isolation --no-deps -e .
+	$(PY) -m sapool_mmdet
 	$(PY) -c "import sapool_mmdet, mmcv.ops; print('[install] ok: sapool_mmdet', sapool_mmdet.__version__)"
 	@touch $@
 

@@ -1,18 +1,34 @@
+"""sapool_mmdet: self-attentive (non-local) pooling for mmdetection 3.x.
+
+``install_requires`` takes the ranges the package works with, so that
+``pip install -e .`` into an existing mmdet environment (a CUDA torch, its
+own mmcv build) changes nothing there; README.md, "Version ranges", says why
+each bound exists. The exact versions we test are in ``constraints.txt``,
+which ``make install`` passes to pip.
+"""
 from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    'torch>=2.0',
+    'mmcv>=2.0.0rc4,<2.2.0',
+    'mmengine>=0.7.1,<1.0.0',
+    'mmdet>=3.0.0,<4.0.0',
+    'numpy>=1.21',
+    'pycocotools>=2.0.2',
+    'matplotlib>=3.5',
+    'terminaltables>=3.1',
+    'Pillow>=8.0',
+]
 
 setup(
     name='sapool_mmdet',
     version='0.1.0',
     description='Self-attentive (non-local) pooling for mmdetection 3.x',
+    license='Apache-2.0',
     packages=find_packages(include=['sapool_mmdet', 'sapool_mmdet.*']),
-    python_requires='>=3.9',
-    install_requires=[
-        'torch==2.13.0',
-        'mmengine==0.10.7',
-        'mmcv==2.1.0',
-        'mmdet==3.3.0',
-        'pycocotools>=2.0.7,<2.1',
-        'matplotlib>=3.7,<3.11',
-        'numpy>=1.24,<2',
-    ],
+    python_requires='>=3.8',
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        'tests': ['pytest>=7'],
+    },
 )
