@@ -155,3 +155,23 @@ def test_imagenet_init_cfg_loads_every_stock_key(name, tmp_path):
     missing = {k.strip() for k in missing.split(',') if k.strip()}
     assert missing == pool_keys
     assert 'unexpected key in source state_dict: fc.weight, fc.bias' in report
+
+
+@pytest.mark.parametrize('config', ['ssd_mbv2_nlp.py', 'faster-rcnn_r18_nlp.py'])
+def test_a_syncbn_config_gets_syncbn_pooling(config):
+    """What a multi-GPU user does: set the backbone's norm_cfg to SyncBN
+    in the config (here with --cfg-options' mechanism)."""
+    from pathlib import Path
+
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    cfg = Config.fromfile(
+        str(Path(__file__).resolve().parents[1] / 'configs' / config))
+    cfg.merge_from_dict({'model.backbone.norm_cfg.type': 'SyncBN'})
+    init_default_scope('mmdet')
+    backbone = MODELS.build(cfg.model.backbone)
+    pools = [pool for _, pool in backbone.pooling_layers()]
+    assert pools
+    for pool in pools:
+        assert norms(pool)
+        assert all(isinstance(n, nn.SyncBatchNorm) for n in norms(pool))
