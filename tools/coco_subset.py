@@ -3,7 +3,8 @@ categories (default: the eight driving classes), keeping category, image and
 annotation ids.
 
     python tools/coco_subset.py instances_val2017.json driving_val2017.json
-    python tools/coco_subset.py detections.bbox.json driving.bbox.json --gt instances_val2017.json
+    python tools/coco_subset.py detections.bbox.json driving.bbox.json \\
+        --gt instances_val2017.json
 """
 import argparse
 import sys

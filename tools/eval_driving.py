@@ -3,7 +3,8 @@ AP in the layout of Table 4 of Chen et al. (WACV 2023) and AP per class,
 exactly as DrivingCocoMetric reports them inside a test run.
 
     python tools/eval_driving.py instances_val2017.json detections.bbox.json
-    python tools/eval_driving.py instances_val2017.json results.pkl --label-classes coco
+    python tools/eval_driving.py instances_val2017.json results.pkl \\
+        --label-classes coco
 
 RESULTS is a COCO results JSON (a list of {image_id, category_id, bbox,
 score}) or the pickle of mmdet's tools/test.py --out, whose labels index
@@ -68,7 +69,7 @@ def main() -> None:
         evaluation = evaluate_results(args.gt_json, args.results,
                                       args.classes, label_classes, out_dir,
                                       args.name)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         sys.exit(f'error: {error}')
     print(evaluation.text())
     print(f'wrote {" and ".join(evaluation.files)}')

@@ -1,7 +1,6 @@
 """Driving-class COCO evaluation of a detector's saved detections: a COCO
 results JSON, or the pickle that mmdet's ``tools/test.py --out`` writes."""
 import io
-import os
 import pickle
 from collections import OrderedDict
 from dataclasses import dataclass, field
