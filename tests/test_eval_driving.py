@@ -320,7 +320,7 @@ def test_unknown_image_ids(tmp_path, driving_coco_file, hand_results):
     with pytest.raises(CocoFormatError) as error:
         evaluate_results(driving_coco_file, path,
                          out_dir=str(tmp_path / 'out'))
-    assert '7 detections on 6 image ids that' in str(error.value)
+    assert '7 detection(s) on 6 image id(s) that' in str(error.value)
     assert '(first: 901, 902, 903, 904, 905, ...)' in str(error.value)
     assert not (tmp_path / 'out').exists()
 
@@ -362,8 +362,8 @@ def test_malformed_pickles(tmp_path, driving_coco_file):
         evaluate([sample])
     sample['pred_instances']['bboxes'] = torch.tensor([[1.0, 2, 3, 4]])
     sample['img_id'] = 999
-    with pytest.raises(CocoFormatError, match=r'1 entries on 1 image ids '
-                       r'.*\(first: 999\)'):
+    with pytest.raises(CocoFormatError, match=r'1 image result\(s\) on 1 '
+                       r'image id\(s\) .*\(first: 999\)'):
         evaluate([sample])
     path = tmp_path / 'truncated.pkl'
     path.write_bytes(pickle.dumps([sample], protocol=2)[:40])

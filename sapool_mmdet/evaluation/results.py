@@ -406,8 +406,8 @@ def _check_image_ids(image_ids: Sequence, gt_image_ids: set, source: str,
     if unknown:
         distinct = list(dict.fromkeys(unknown))
         raise CocoFormatError(
-            f'{source}: {len(unknown)} {what} on {len(distinct)} image '
-            f'ids that {gt_source} does not have (first: '
+            f'{source}: {len(unknown)} {what}(s) on {len(distinct)} image '
+            f'id(s) that {gt_source} does not have (first: '
             f'{_first_few(distinct)}); evaluate the results against the '
             'annotation file of the images they were computed on')
 
@@ -573,7 +573,7 @@ def evaluate_results(
         detections, other_classes = mmdet_results_to_coco(
             entries, label_classes, kept_ids, source)
         _check_image_ids([entry['img_id'] for entry in entries],
-                         gt_image_ids, source, gt_source, 'entries')
+                         gt_image_ids, source, gt_source, 'image result')
         total = other_classes + len(detections)
     else:
         if label_classes is not None:
@@ -585,7 +585,7 @@ def evaluate_results(
         _check_category_ids(entries, gt_dict['categories'], source,
                             gt_source)
         _check_image_ids([det['image_id'] for det in entries], gt_image_ids,
-                         source, gt_source, 'detections')
+                         source, gt_source, 'detection')
         kept_set = set(cat_ids)
         # fresh dicts: loadRes adds keys to the detections it loads
         detections = [dict(det) for det in entries
