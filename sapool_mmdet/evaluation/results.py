@@ -107,12 +107,17 @@ _PICKLE_GLOBALS = {
     ('numpy', 'ndarray'): np.ndarray,
     ('numpy', 'dtype'): np.dtype,
 }
+# numpy 2 renamed numpy.core to numpy._core (numpy 1.26 has a stub of
+# that name); files name either
+_NUMPY_CORE = getattr(np, '_core', None)
+if _NUMPY_CORE is None or not hasattr(_NUMPY_CORE, 'multiarray'):
+    _NUMPY_CORE = np.core
 for _module in ('numpy.core', 'numpy._core'):
     _PICKLE_GLOBALS.update({
         (f'{_module}.multiarray', '_reconstruct'):
-        np.core.multiarray._reconstruct,
-        (f'{_module}.multiarray', 'scalar'): np.core.multiarray.scalar,
-        (f'{_module}.numeric', '_frombuffer'): np.core.numeric._frombuffer,
+        _NUMPY_CORE.multiarray._reconstruct,
+        (f'{_module}.multiarray', 'scalar'): _NUMPY_CORE.multiarray.scalar,
+        (f'{_module}.numeric', '_frombuffer'): _NUMPY_CORE.numeric._frombuffer,
     })
 
 
