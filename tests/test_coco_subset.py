@@ -1,4 +1,5 @@
-"""tools/coco_subset.py and the functions behind it."""
+"""tools/coco_subset.py and the functions behind it, for annotation and
+results files."""
 import json
 import os
 import runpy
@@ -10,7 +11,8 @@ import pytest
 
 from sapool_mmdet.datasets import (COCO2017_CATEGORIES, DRIVING_CLASSES,
                                    CocoFormatError, load_coco_json,
-                                   subset_coco, subset_coco_file)
+                                   subset_coco, subset_coco_file,
+                                   subset_results, subset_results_file)
 from sapool_mmdet.fileio import atomic_open
 
 CATEGORY_IDS = {c['name']: c['id'] for c in COCO2017_CATEGORIES}
@@ -218,3 +220,86 @@ def test_large_file_in_one_pass(tmp_path):
         of_class = ann_categories == count.category_id
         assert count.instances == int(of_class.sum())
         assert count.images == len(np.unique(ann_images[of_class]))
+
+
+def detections_on(driving_coco):
+    """One detection per annotation of driving_coco, plus two with
+    category ids the file does not have."""
+    detections = [
+        dict(image_id=ann['image_id'], category_id=ann['category_id'],
+             bbox=ann['bbox'], score=0.5, id_hint=ann['id'])
+        for ann in driving_coco['annotations']
+    ]
+    detections += [
+        dict(image_id=101, category_id=0, bbox=[1, 2, 3, 4], score=0.1),
+        dict(image_id=613, category_id=91, bbox=[1, 2, 3, 4], score=0.1),
+    ]
+    return detections
+
+
+def test_results_subset_keeps_ids_and_fields(driving_coco):
+    detections = detections_on(driving_coco)
+    kept, summary = subset_results(detections, driving_coco['categories'],
+                                   ['car', 'person'])
+    assert [d['id_hint'] for d in kept] == [1001, 1002, 1005, 1006]
+    assert all(d is detections[i] for d, i in zip(kept, (0, 1, 4, 5)))
+    assert [(c.name, c.category_id, c.images, c.detections)
+            for c in summary.classes] == [('car', 3, 1, 1),
+                                          ('person', 1, 3, 3)]
+    assert (summary.before, summary.after) == (11, 4)
+    assert summary.unknown_category_ids == {0: 1, 91: 1}
+    table = summary.table()
+    assert 'of which unknown category ids | 0: 1, 91: 1' in table
+    assert '| dropped' in table and '| 7' in table
+
+
+def test_results_subset_file_and_command_line(tmp_path, driving_coco,
+                                              driving_coco_file, monkeypatch,
+                                              capsys):
+    in_json = tmp_path / 'res.json'
+    in_json.write_text(json.dumps(detections_on(driving_coco)))
+    out = tmp_path / 'out' / 'driving.json'
+    summary = subset_results_file(str(in_json), str(out), driving_coco_file)
+    kept = read(out)
+    assert [d['id_hint'] for d in kept] == [
+        1001, 1002, 1004, 1005, 1006, 1007, 1008
+    ]
+    assert summary.after == 7
+
+    run_tool(monkeypatch, in_json, tmp_path / 'tl.json', '--gt',
+             driving_coco_file, '--classes', 'traffic light')
+    assert [d['id_hint'] for d in read(tmp_path / 'tl.json')] == [1004]
+    assert 'traffic light' in capsys.readouterr().out
+
+    with pytest.raises(SystemExit, match='--keep-empty applies to '
+                       'annotation files'):
+        run_tool(monkeypatch, in_json, tmp_path / 'x.json', '--gt',
+                 driving_coco_file, '--keep-empty')
+    with pytest.raises(SystemExit, match='a COCO results file, not an '
+                       'annotation file'):
+        run_tool(monkeypatch, in_json, tmp_path / 'x.json')
+    with pytest.raises(SystemExit, match='refusing to overwrite'):
+        run_tool(monkeypatch, in_json, driving_coco_file, '--gt',
+                 driving_coco_file)
+    assert not (tmp_path / 'x.json').exists()
+
+
+@pytest.mark.parametrize('content, message', [
+    ('[{"image_id": 1, "category_id": 3', 'is not valid JSON'),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [1, 2], "score": 1}]',
+     'malformed bbox'),
+    ('{"annotations": []}', 'not a results file'),
+])
+def test_malformed_results_files(tmp_path, driving_coco_file, content,
+                                 message):
+    path = tmp_path / 'res.json'
+    path.write_text(content)
+    with pytest.raises(CocoFormatError, match=message):
+        subset_results_file(str(path), str(tmp_path / 'out.json'),
+                            driving_coco_file)
+    assert not (tmp_path / 'out.json').exists()
+
+
+def test_results_subset_unknown_class(driving_coco):
+    with pytest.raises(ValueError, match="no category named 'tram'"):
+        subset_results([], driving_coco['categories'], ['tram'])

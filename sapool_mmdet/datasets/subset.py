@@ -1,18 +1,21 @@
-"""Restrict a COCO annotation file to some categories, keeping its ids."""
+"""Restrict a COCO annotation file, or a COCO results file, to some
+categories, keeping its ids."""
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Set, Tuple
+from typing import Dict, List, Mapping, Sequence, Set, Tuple
 
 from terminaltables import AsciiTable
 
 from .classes import DRIVING_CLASSES
 from ..fileio import atomic_open
-from .coco_io import category_ids_by_name, load_coco_json
+from .coco_io import (category_ids_by_name, check_coco_results,
+                      load_coco_json, load_coco_results)
 
 __all__ = [
     'ClassCount', 'FileCount', 'SubsetSummary', 'subset_coco',
-    'subset_coco_file'
+    'subset_coco_file', 'ClassDetections', 'ResultsSubsetSummary',
+    'subset_results', 'subset_results_file'
 ]
 
 
@@ -134,6 +137,24 @@ def subset_coco(
     return subset, summary
 
 
+def _refuse_overwrite(out_json: str, *in_jsons: str) -> None:
+    for in_json in in_jsons:
+        if os.path.exists(out_json) and os.path.exists(in_json) \
+                and os.path.samefile(in_json, out_json):
+            raise ValueError(
+                f'refusing to overwrite the input file {in_json}; '
+                'choose another output path')
+
+
+def _write_json(data, out_json: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
+    # json.dumps takes the C encoder; json.dump would take the pure-Python
+    # one, several times slower on the COCO train file.
+    text = json.dumps(data, separators=(',', ':'))
+    with atomic_open(out_json, 'w', encoding='utf-8') as f:
+        f.write(text)
+
+
 def subset_coco_file(in_json: str,
                      out_json: str,
                      classes: Sequence[str] = DRIVING_CLASSES,
@@ -160,17 +181,147 @@ def subset_coco_file(in_json: str,
             (as :class:`CocoFormatError`) if ``in_json`` cannot be read or is
             not a COCO file.
     """
-    if os.path.exists(out_json) and os.path.exists(in_json) \
-            and os.path.samefile(in_json, out_json):
-        raise ValueError(
-            f'refusing to overwrite the input file {in_json}; '
-            'choose another output path')
+    _refuse_overwrite(out_json, in_json)
     coco = load_coco_json(in_json)
     subset, summary = subset_coco(coco, classes, keep_empty, source=in_json)
-    os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
-    # json.dumps takes the C encoder; json.dump would take the pure-Python
-    # one, several times slower on the COCO train file.
-    text = json.dumps(subset, separators=(',', ':'))
-    with atomic_open(out_json, 'w', encoding='utf-8') as f:
-        f.write(text)
+    _write_json(subset, out_json)
+    return summary
+
+
+@dataclass
+class ClassDetections:
+    """Kept detections of one category and the images they are on."""
+    name: str
+    category_id: int
+    images: int
+    detections: int
+
+
+@dataclass
+class ResultsSubsetSummary:
+    """What :func:`subset_results` kept.
+
+    Args:
+        classes (list[ClassDetections]): One entry per kept class, in the
+            order asked for.
+        before (int): Detections in the file.
+        after (int): Detections kept.
+        unknown_category_ids (dict[int, int]): Detections per category id
+            that the ground truth does not have (dropped with the other
+            classes; a sign of results made against another file).
+    """
+    classes: List[ClassDetections]
+    before: int
+    after: int
+    unknown_category_ids: Dict[int, int]
+
+    def table(self) -> str:
+        """Return the per-class counts and the totals as text tables."""
+        per_class = [['class', 'category id', 'images', 'detections']]
+        per_class += [[c.name, c.category_id, c.images, c.detections]
+                      for c in self.classes]
+        totals = [['', 'detections'], ['before', self.before],
+                  ['after', self.after],
+                  ['dropped', self.before - self.after]]
+        if self.unknown_category_ids:
+            totals.append([
+                'of which unknown category ids', ', '.join(
+                    f'{cat_id}: {n}'
+                    for cat_id, n in self.unknown_category_ids.items())
+            ])
+        return '\n'.join((AsciiTable(per_class, 'kept classes').table,
+                          AsciiTable(totals, 'totals').table))
+
+
+def subset_results(detections: list,
+                   categories: Sequence[Mapping],
+                   classes: Sequence[str] = DRIVING_CLASSES,
+                   source: str = 'the results',
+                   gt_source: str = 'the annotation file'
+                   ) -> Tuple[list, ResultsSubsetSummary]:
+    """Restrict a COCO results list to the categories named ``classes``.
+
+    A results file names categories by id only, so the ground truth's
+    ``categories`` give the names. Detections keep their ids, order and
+    every field; the result shares its entries with ``detections``.
+
+    Args:
+        detections (list): A COCO results list
+            (``{image_id, category_id, bbox, score}``); it is checked with
+            :func:`check_coco_results`.
+        categories (Sequence[Mapping]): The ``categories`` section of the
+            ground truth: entries with ``id`` and ``name``.
+        classes (Sequence[str]): Names of the categories to keep.
+            Defaults to :data:`DRIVING_CLASSES`.
+        source (str): What to call the results in error messages.
+            Defaults to 'the results'.
+        gt_source (str): What to call the ground truth in error messages.
+            Defaults to 'the annotation file'.
+
+    Returns:
+        tuple[list, ResultsSubsetSummary]: The kept detections and counts.
+
+    Raises:
+        ValueError: if a class is not a category of the ground truth (the
+            message lists its categories), or (as :class:`CocoFormatError`)
+            if ``detections`` is not a COCO results list.
+    """
+    check_coco_results(detections, source)
+    category_ids = category_ids_by_name(categories, classes, gt_source)
+    images_of: Dict[int, Set] = {cat_id: set() for cat_id in category_ids}
+    detections_of = dict.fromkeys(category_ids, 0)
+    known_ids = {category['id'] for category in categories}
+    unknown: Dict[int, int] = {}
+    kept = []
+    for det in detections:
+        category_id = det['category_id']
+        if category_id in images_of:
+            kept.append(det)
+            images_of[category_id].add(det['image_id'])
+            detections_of[category_id] += 1
+        elif category_id not in known_ids:
+            unknown[category_id] = unknown.get(category_id, 0) + 1
+    summary = ResultsSubsetSummary(
+        classes=[
+            ClassDetections(name, cat_id, len(images_of[cat_id]),
+                            detections_of[cat_id])
+            for name, cat_id in zip(classes, category_ids)
+        ],
+        before=len(detections),
+        after=len(kept),
+        unknown_category_ids=unknown)
+    return kept, summary
+
+
+def subset_results_file(
+        in_json: str,
+        out_json: str,
+        gt_json: str,
+        classes: Sequence[str] = DRIVING_CLASSES) -> ResultsSubsetSummary:
+    """Write the detections of a COCO results file of some classes to
+    another file, atomically.
+
+    Args:
+        in_json (str): The COCO results file to read.
+        out_json (str): Where to write the kept detections; missing
+            directories are created. Must be neither input file.
+        gt_json (str): The COCO annotation file whose ``categories`` name
+            the results' category ids.
+        classes (Sequence[str]): Names of the categories to keep.
+            Defaults to :data:`DRIVING_CLASSES`.
+
+    Returns:
+        ResultsSubsetSummary: The counts before and after.
+
+    Raises:
+        ValueError: if ``out_json`` is an input file, if a class is unknown,
+            or (as :class:`CocoFormatError`) if a file cannot be read or
+            has the wrong structure.
+    """
+    _refuse_overwrite(out_json, in_json, gt_json)
+    categories = load_coco_json(gt_json)['categories']
+    detections = load_coco_results(in_json)
+    kept, summary = subset_results(detections, categories, classes,
+                                   source=in_json, gt_source=gt_json)
+    _write_json(kept, out_json)
     return summary

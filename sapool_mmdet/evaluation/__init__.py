@@ -1,5 +1,15 @@
-"""COCO evaluation of the driving classes with the Table 4-style report."""
+"""COCO evaluation of the driving classes with the Table 4-style report,
+inside an mmdet run or of a detector's saved results."""
 from .driving_coco_metric import DrivingCocoMetric
 from .report import TABLE4_COLUMNS, ClassAP, DetectionReport
+from .results import (DetectionCounts, ResultsEvaluation, evaluate_results,
+                      label_classes_from_config, load_mmdet_results,
+                      load_results, mmdet_results_to_coco,
+                      resolve_label_classes)
 
-__all__ = ['DrivingCocoMetric', 'DetectionReport', 'ClassAP', 'TABLE4_COLUMNS']
+__all__ = [
+    'DrivingCocoMetric', 'DetectionReport', 'ClassAP', 'TABLE4_COLUMNS',
+    'evaluate_results', 'ResultsEvaluation', 'DetectionCounts',
+    'load_results', 'load_mmdet_results', 'mmdet_results_to_coco',
+    'resolve_label_classes', 'label_classes_from_config'
+]
