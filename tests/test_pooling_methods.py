@@ -43,6 +43,7 @@ RECEPTIVE_FIELDS = {
     'RNNPool': 'local', 'GaussianPool': 'non-local', 'NLPool': 'non-local',
     'DeformNLPool': 'non-local', 'MixNLPool': 'non-local',
     'DeformMixNLPool': 'non-local', 'SubspaceAttnPool': 'non-local',
+    'SelfAttnPool': 'non-local',
 }
 
 
