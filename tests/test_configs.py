@@ -4,6 +4,8 @@ automatically): it loads, holds the eight driving classes, builds, trains
 one step and predicts on a tiny synthetic batch, and its anchor/prior
 strides are the real strides of the features they run on.
 The grid's file names say what the files contain."""
+import copy
+import functools
 import math
 import re
 from pathlib import Path
@@ -62,8 +64,15 @@ def config_id(path: Path) -> str:
     return str(path.relative_to(CONFIG_DIR))
 
 
-def load(path: Path) -> Config:
+@functools.lru_cache(maxsize=None)
+def _parse(path: Path) -> Config:
     return Config.fromfile(str(path))
+
+
+def load(path: Path) -> Config:
+    """The parsed config, parsed once per session (parsing the mmdet base
+    chain costs about a second); a copy, as the tests modify it."""
+    return copy.deepcopy(_parse(path))
 
 
 def build(cfg: Config):
