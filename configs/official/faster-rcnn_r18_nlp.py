@@ -9,11 +9,11 @@
 #   layer1's), eq. 5 with its denominator (window_norm=True), nearest
 #   upsampling.
 # One departure: patch size 1 makes every pixel of the 336x200 layer2 map
-# (1333x800 padded to 1344x800) a token, and the authors' row/column positional encoding
-# holds only 256 columns (their module would fail with an index error), so
-# this config uses pos_embed='learned', a learned table resized to any
-# grid. faster-rcnn_r18_nlp-reduced.py, their `nlp_reduced` run, keeps
-# their encoding. Attention over 67200 tokens needs a GPU.
+# (1333x800 padded to 1344x800) a token, and the authors' row/column
+# positional encoding holds only 256 columns (their module would fail with
+# an index error), so this config uses pos_embed='learned', a learned table
+# resized to any grid. faster-rcnn_r18_nlp-reduced.py, their `nlp_reduced`
+# run, keeps their encoding. Attention over 67200 tokens needs a GPU.
 _base_ = './faster-rcnn_r18_conv.py'
 
 nlp = dict(type='NLPool', patch_size=1, embed_ratio=1.0, window_norm=True,
