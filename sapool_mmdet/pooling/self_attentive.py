@@ -15,6 +15,7 @@ __all__ = ['MultiHeadSelfAttention', 'NLPool', 'embedding_width',
            'build_positional_encoding']
 
 POS_EMBEDS = ('learned', 'sine', 'rowcol', None)
+UPSAMPLE_MODES = ('bilinear', 'nearest')
 EMBED_WIDTHS = ('total', 'per_head')
 #: Rows and columns of the 'rowcol' tables, as in the authors' code.
 ROWCOL_MAX_LEN = 256
@@ -82,7 +83,6 @@ def build_positional_encoding(pos_embed: Optional[str], embed_dim: int,
     if pos_embed == 'rowcol':
         return RowColPositionalEncoding(embed_dim, ROWCOL_MAX_LEN)
     return None
-UPSAMPLE_MODES = ('bilinear', 'nearest')
 
 
 class MultiHeadSelfAttention(nn.Module):
