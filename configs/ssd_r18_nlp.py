@@ -1,9 +1,12 @@
 # SSDlite-ResNet18 with self-attentive pooling in every down-sampling stage
-# (Table 4), s1 = 1, 320x320. Paper settings (Table 1): 2 heads,
-# embed_ratio 1 (as the official ResNet code), patch sizes larger for the
-# early, large maps: layer2-4 pool maps of 80, 40 and 20 pixels with
-# patches 4, 2 and 1 (20x20 tokens each). Outer-stage pooling, the better
-# position for ResNet18 in Table 7 and the official code's.
+# (Table 4), s1 = 1, 320x320. 2 heads and embed_ratio 1 are the paper's
+# Table 1 settings; the paper gives the patch sizes only as the set
+# {1, 2, 4, 8} (larger early, 1 for the later layers), so the per-stage
+# choice is ours: layer2-4 pool maps of 80, 40 and 20 pixels with patches
+# 4, 2 and 1 (20x20 tokens each). Outer-stage pooling, the better position
+# for ResNet18 in Table 7 and the authors' ResNet code's. The authors' own
+# SSD run (patches 2, 1, 1, no eq. 5 denominator, their positional
+# encoding and schedule) is official/ssd_r18_nlp.py.
 _base_ = './_base_/detectors/ssdlite_r18_driving.py'
 
 nlp = dict(type='NLPool', embed_ratio=1.0, num_heads=2)

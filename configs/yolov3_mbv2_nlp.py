@@ -1,9 +1,10 @@
 # YOLOv3-MobileNetV2 with self-attentive pooling in every down-sampling
-# stage, s1 = 1, 608x608. Paper settings (Table 1): 2 heads, embed_ratio 1,
-# patch sizes larger for the early, large maps: stages 2, 3, 4 and 6 pool
-# maps of 304, 152, 76 and 38 pixels with patches 8, 8, 4 and 2 (38x38,
-# then 19x19 tokens). Inner-stage pooling, the better position for
-# MobileNetV2 in Table 7.
+# stage, s1 = 1, 608x608. 2 heads and embed_ratio 1 are the paper's Table 1
+# settings; the paper gives the patch sizes only as the set {1, 2, 4, 8}
+# (larger early, 1 for the later layers), so the per-stage choice is ours:
+# stages 2, 3, 4 and 6 pool maps of 304, 152, 76 and 38 pixels with
+# patches 8, 8, 4 and 2 (38x38, then 19x19 tokens). Inner-stage pooling,
+# the better position for MobileNetV2 in Table 7.
 _base_ = './_base_/detectors/yolov3_mbv2_driving.py'
 
 nlp = dict(type='NLPool', embed_ratio=1.0, num_heads=2)

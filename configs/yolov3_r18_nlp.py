@@ -1,9 +1,10 @@
 # YOLOv3-ResNet18 with self-attentive pooling in every down-sampling stage,
-# s1 = 1, 608x608. Paper settings (Table 1): 2 heads, embed_ratio 1 (as the
-# official ResNet code), patch sizes larger for the early, large maps:
+# s1 = 1, 608x608. 2 heads and embed_ratio 1 are the paper's Table 1
+# settings; the paper gives the patch sizes only as the set {1, 2, 4, 8}
+# (larger early, 1 for the later layers), so the per-stage choice is ours:
 # layer2-4 pool maps of 152, 76 and 38 pixels with patches 8, 4 and 2
 # (19x19 tokens each). Outer-stage pooling, the better position for
-# ResNet18 in Table 7 and the official code's.
+# ResNet18 in Table 7 and the authors' ResNet code's.
 _base_ = './_base_/detectors/yolov3_r18_driving.py'
 
 nlp = dict(type='NLPool', embed_ratio=1.0, num_heads=2)

@@ -43,6 +43,7 @@ RECEPTIVE_FIELDS = {
     'RNNPool': 'local', 'GaussianPool': 'non-local', 'NLPool': 'non-local',
     'DeformNLPool': 'non-local', 'MixNLPool': 'non-local',
     'DeformMixNLPool': 'non-local', 'SubspaceAttnPool': 'non-local',
+    'SelfAttnPool': 'non-local',
 }
 
 
@@ -237,7 +238,7 @@ def test_nlpool_variants_take_every_nlpool_argument(name):
                 norm_cfg=dict(type='GN', num_groups=2),
                 act_cfg=dict(type='ReLU6'), use_embed_norm=True,
                 use_restore_norm=False, use_sigmoid=True, use_exp=False,
-                window_norm=False, init_cfg=None)
+                window_norm=False, embed_width='per_head', init_cfg=None)
     assert set(args) == set(inspect.signature(NLPool.__init__).parameters) \
         - {'self', 'in_channels', 'stride'}
     pool = build_pooling(dict(type=name, **args), CHANNELS, 2)

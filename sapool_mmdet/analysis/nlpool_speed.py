@@ -1,11 +1,16 @@
-"""NLPool against the official code's way of computing it.
+"""NLPool against a transcription of the authors' NLPool module.
 
+NLPool is built with the authors' settings (``pos_embed='rowcol'``,
+``upsample='nearest'``, ``embed_width='per_head'``, 2 heads, eq. 5 with its
+denominator), and
 :class:`~sapool_mmdet.pooling.reference.NLPoolReference` runs the same
-weights the way the official implementation does (``nn.MultiheadAttention``
-with its defaults, which materialise the (L, L) attention weights; the
-restoration conv at full resolution; separate average pools for the two
-sums of eq. 5). This module checks both give the same outputs and input
-gradients, then times forward + backward and traces their peak memory.
+weights the way the authors' module does (their row/column positional
+encoding written out; ``nn.MultiheadAttention`` with its defaults, which
+materialise the (L, L) attention weights; upsampling before the
+restoration conv, so conv, norm, sigmoid and exp run at full resolution;
+separate average pools for the two sums of eq. 5). This module checks both
+give the same outputs and input gradients, then times forward + backward
+and traces their peak memory.
 """
 from dataclasses import asdict, dataclass
 from typing import Sequence
@@ -17,7 +22,12 @@ from ..pooling.reference import NLPoolReference
 from .latency import measure_latency
 from .memory import trace_activations
 
-__all__ = ['NLPoolSpeedResult', 'compare_nlpool_with_reference']
+__all__ = ['NLPoolSpeedResult', 'compare_nlpool_with_reference',
+           'AUTHORS_NLPOOL']
+
+#: NLPool configured as the authors' module ('nlp' with 2 heads).
+AUTHORS_NLPOOL = dict(type='NLPool', num_heads=2, pos_embed='rowcol',
+                      upsample='nearest', embed_width='per_head')
 
 
 @dataclass
@@ -50,7 +60,8 @@ def compare_nlpool_with_reference(shape: Sequence[int] = (8, 16, 160, 160),
                                   repeats: int = 3, warmup: int = 1,
                                   device: str = 'cpu',
                                   seed: int = 0) -> NLPoolSpeedResult:
-    """Check NLPool equals the transcription, then time and trace both.
+    """Check NLPool (with :data:`AUTHORS_NLPOOL`) equals the transcription
+    of the authors' module, then time and trace both.
 
     Args:
         shape (sequence of int): Input (N, C, H, W). Default: MobileNetV2's
@@ -64,7 +75,7 @@ def compare_nlpool_with_reference(shape: Sequence[int] = (8, 16, 160, 160),
     """
     torch.manual_seed(seed)
     device = torch.device(device)
-    pool = build_pooling(dict(type='NLPool', patch_size=patch_size),
+    pool = build_pooling(dict(AUTHORS_NLPOOL, patch_size=patch_size),
                          shape[1], stride).to(device).train()
     reference = NLPoolReference(pool).to(device).train()
     x = torch.randn(*shape, device=device, requires_grad=True)

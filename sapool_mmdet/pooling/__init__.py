@@ -7,6 +7,7 @@ from .mixed import MixedPool
 from .nlpool_variants import DeformMixNLPool, DeformNLPool, MixNLPool
 from .rnnpool import RNNPool
 from .self_attentive import NLPool
+from .self_attn_pool import SelfAttnPool
 from .softpool import SoftPool
 from .strided_conv import ConvPool
 from .subspace_attention import SubspaceAttnPool
@@ -16,5 +17,5 @@ __all__ = [
     'POOLING', 'build_pooling', 'weighted_window_average', 'WeightedPool',
     'NLPool', 'MaxPool', 'AvgPool', 'ConvPool', 'LIPPool', 'GaussianPool',
     'SoftPool', 'MixedPool', 'RNNPool', 'SubspaceAttnPool', 'DeformNLPool',
-    'MixNLPool', 'DeformMixNLPool'
+    'MixNLPool', 'DeformMixNLPool', 'SelfAttnPool'
 ]

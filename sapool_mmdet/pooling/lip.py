@@ -17,8 +17,8 @@ def build_importance_logit(in_channels: int, kernel_size: int = 1,
                            ) -> nn.Module:
     """The local importance logit G(x) of LIP: conv + norm + gate, C -> C.
 
-    Shared by :class:`LIPPool` and the local branch of the official code's
-    'mixp' variant (:class:`~.nlpool_variants.MixNLPool`).
+    Shared by :class:`LIPPool` and the local branch of our mixed variant
+    :class:`~.nlpool_variants.MixNLPool`.
 
     Args:
         in_channels (int): Channels C of input and logit.

@@ -1,4 +1,10 @@
-"""The official code's NLPool variants: 'dfmnlp', 'mixp' and 'dfmixp'."""
+"""Our NLPool variants after the authors' 'dfmnlp', 'mixp' and 'dfmixp'.
+
+Named after the authors' variants, but simpler: none of them resamples the
+weight map with the deformable offsets, and the local branch of the mixed
+variants is LIP's 1x1 logit, not the authors' patch-size conv. See each
+class for what it computes and how that differs.
+"""
 
 import mmcv.ops  # noqa: F401 (registers the 'DCNv2' conv layer)
 import torch
@@ -12,9 +18,9 @@ __all__ = ['DeformNLPool', 'MixNLPool', 'DeformMixNLPool']
 
 @POOLING.register_module()
 class DeformNLPool(NLPool):
-    """NLPool with a deformable patch embedding: the official code's
-    'dfmnlp' variant of Chen et al., "Self-Attentive Pooling for Efficient
-    Deep Learning", WACV 2023 (sec. 4.1, eq. 4 and eq. 5).
+    """NLPool with a deformable patch embedding: our variant of
+    Chen et al., "Self-Attentive Pooling for Efficient Deep Learning",
+    WACV 2023 (sec. 4.1, eq. 4 and eq. 5), after the authors' 'dfmnlp'.
 
     Step 1 of :class:`NLPool` (the patch embedding of eq. 4, kernel = stride
     = ``patch_size``) becomes a modulated deformable conv (DCNv2, mmcv's
@@ -27,6 +33,12 @@ class DeformNLPool(NLPool):
     ``use_embed_norm=False``. Everything else, including the zero padding to
     a multiple of ``patch_size`` and hence the token grid, is NLPool's.
 
+    How it differs from the authors' 'dfmnlp': there, the full-resolution
+    weight map is also resampled with the negated offsets before eq. 5 (so
+    the weights move back to where the embedding sampled), with their own
+    deformable conv rather than mmcv's. Here the weight map stays on the
+    regular grid, as NLPool's.
+
     Args:
         See :class:`NLPool`.
     """
@@ -36,16 +48,25 @@ class DeformNLPool(NLPool):
 
 @POOLING.register_module()
 class MixNLPool(NLPool):
-    """NLPool weights times local LIP weights: the official code's 'mixp'
+    """NLPool weights times local LIP weights: our mixed local/non-local
     variant of Chen et al., "Self-Attentive Pooling for Efficient Deep
-    Learning", WACV 2023 (sec. 4.1 and eq. 5).
+    Learning", WACV 2023 (sec. 4.1 and eq. 5), named after the authors'
+    'mixp'.
 
         pi(x) = pi_NL(x) * exp(sigmoid(norm(conv1x1(x))))
 
-    where pi_NL is :class:`NLPool`'s non-local weight map and the second
-    factor is LIP's local importance (Gao et al., ICCV 2019; see
-    :class:`~.lip.LIPPool`), built with ``norm_cfg``. The product goes
-    through eq. 5 like NLPool's weights.
+    where pi_NL is :class:`NLPool`'s non-local weight map (plain patch
+    embedding) and the second factor is LIP's local importance (Gao et
+    al., ICCV 2019; see :class:`~.lip.LIPPool`), built with ``norm_cfg``.
+    The product goes through eq. 5 like NLPool's weights.
+
+    How it differs from the authors' 'mixp': theirs is deformable (its
+    class derives from their 'dfmnlp': offset conv, deformable patch
+    embedding, and the non-local weights resampled with the negated
+    offsets), and its local branch is a C -> C conv with kernel =
+    ``patch_size`` and 'same' padding, then BN and sigmoid. Ours has a plain
+    embedding and LIP's 1x1 logit; :class:`DeformMixNLPool` adds the
+    deformable embedding.
 
     Args:
         See :class:`NLPool`; the local branch uses ``norm_cfg``.
@@ -62,11 +83,14 @@ class MixNLPool(NLPool):
 
 @POOLING.register_module()
 class DeformMixNLPool(DeformNLPool, MixNLPool):
-    """Both variants: the official code's 'dfmixp', Chen et al., WACV 2023
-    (sec. 4.1 and eq. 5).
+    """Both of our variants together, Chen et al., WACV 2023 (sec. 4.1
+    and eq. 5), named after the authors' 'dfmixp'.
 
     :class:`MixNLPool`'s weights (non-local times local LIP weights) with
-    :class:`DeformNLPool`'s deformable patch embedding.
+    :class:`DeformNLPool`'s deformable patch embedding. The authors'
+    'dfmixp' computes the same as their 'mixp' (see :class:`MixNLPool` for
+    how that differs from ours: weight resampling with the offsets, a
+    patch-size local conv).
 
     Args:
         See :class:`NLPool`; the local branch uses ``norm_cfg``.

@@ -1,11 +1,12 @@
-"""Positional encodings for a token grid of any size."""
+"""Positional encodings added to the token grid of the attention poolings."""
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['LearnedPositionalEncoding', 'SinePositionalEncoding']
+__all__ = ['LearnedPositionalEncoding', 'SinePositionalEncoding',
+           'RowColPositionalEncoding']
 
 
 class LearnedPositionalEncoding(nn.Module):
@@ -72,3 +73,54 @@ class SinePositionalEncoding(nn.Module):
         if along_rows:
             return enc[:, :, None].expand(channels, length, other)
         return enc[:, None, :].expand(channels, other, length)
+
+
+class RowColPositionalEncoding(nn.Module):
+    """Learned row and column embeddings (DETR, Carion et al. 2020), the
+    positional encoding of the self-attentive pooling authors' code.
+
+    Two tables of ``max_len`` learned vectors with D/2 channels each, one
+    per row index and one per column index, initialised uniformly on
+    [0, 1). The token at (i, j) gets ``concat(col[j], row[i])``: its first
+    D/2 channels say its column, the last D/2 its row. Positions index the
+    tables directly (no resizing), so the token grid can have at most
+    ``max_len`` rows and columns.
+
+    Args:
+        embed_dim (int): Token channels D; must be even.
+        max_len (int): Rows and columns the tables hold. Default: 256.
+    """
+
+    def __init__(self, embed_dim: int, max_len: int = 256) -> None:
+        super().__init__()
+        if embed_dim % 2:
+            raise ValueError(
+                f'row/column positional encoding splits the {embed_dim} '
+                f'token channels into two halves (columns, rows), so the '
+                f'embedding width must be even; change embed_ratio or '
+                f'num_heads, or use pos_embed=\'learned\' or \'sine\'')
+        self.max_len = max_len
+        self.row_embed = nn.Embedding(max_len, embed_dim // 2)
+        self.col_embed = nn.Embedding(max_len, embed_dim // 2)
+        nn.init.uniform_(self.row_embed.weight)
+        nn.init.uniform_(self.col_embed.weight)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Return the (1, D, h, w) encoding for a (N, D, h, w) token map.
+
+        Raises:
+            ValueError: if h or w exceeds ``max_len``.
+        """
+        height, width = tokens.shape[-2:]
+        if height > self.max_len or width > self.max_len:
+            raise ValueError(
+                f'the token grid is {height}x{width}, but the row/column '
+                f'positional encoding has {self.max_len} learned rows and '
+                f'columns; use a larger patch_size (fewer tokens) or '
+                f'pos_embed=\'learned\' / \'sine\', which fit any grid')
+        half = self.row_embed.embedding_dim
+        cols = self.col_embed.weight[:width].t()[:, None, :]
+        rows = self.row_embed.weight[:height].t()[:, :, None]
+        return torch.cat([cols.expand(half, height, width),
+                          rows.expand(half, height, width)]).unsqueeze(0).to(
+                              tokens.dtype)

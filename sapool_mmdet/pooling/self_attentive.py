@@ -7,13 +7,82 @@ import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_norm_layer
 
 from .builder import POOLING, check_choice, check_positive_int
-from .positional import LearnedPositionalEncoding, SinePositionalEncoding
+from .positional import (LearnedPositionalEncoding, RowColPositionalEncoding,
+                         SinePositionalEncoding)
 from .weighted_average import WeightedPool
 
-__all__ = ['MultiHeadSelfAttention', 'NLPool']
+__all__ = ['MultiHeadSelfAttention', 'NLPool', 'embedding_width',
+           'build_positional_encoding']
 
-POS_EMBEDS = ('learned', 'sine', None)
+POS_EMBEDS = ('learned', 'sine', 'rowcol', None)
 UPSAMPLE_MODES = ('bilinear', 'nearest')
+EMBED_WIDTHS = ('total', 'per_head')
+#: Rows and columns of the 'rowcol' tables, as in the authors' code.
+ROWCOL_MAX_LEN = 256
+
+
+def embedding_width(in_channels: int, embed_ratio: float, num_heads: int,
+                    rule: str = 'total') -> int:
+    """Token channels D of the patch embedding (eps_r * C in the paper).
+
+    Args:
+        in_channels (int): Channels C.
+        embed_ratio (float): eps_r > 0.
+        num_heads (int): Heads m.
+        rule (str): 'total': D = round(eps_r * C), which m must divide
+            (an error otherwise). 'per_head': the authors' code,
+            D = max(1, round(eps_r * C / m)) * m, which m always divides
+            (C = 160, m = 64 gives 128). Python's round (half to even)
+            in both. Default: 'total'.
+
+    Returns:
+        int: D.
+    """
+    check_positive_int('num_heads', num_heads)
+    check_choice('embed_width', rule, EMBED_WIDTHS)
+    if (isinstance(embed_ratio, bool)
+            or not isinstance(embed_ratio, (int, float)) or embed_ratio <= 0):
+        raise ValueError(
+            f'embed_ratio must be a number > 0, got {embed_ratio!r}')
+    if rule == 'per_head':
+        return max(1, round(embed_ratio * in_channels / num_heads)) * num_heads
+    embed_dim = round(embed_ratio * in_channels)
+    if embed_dim < 1 or embed_dim % num_heads:
+        raise ValueError(
+            f'the embedding has round(embed_ratio * in_channels) = '
+            f'round({embed_ratio} * {in_channels}) = {embed_dim} '
+            f'channels, which num_heads={num_heads} must divide; choose '
+            f'num_heads among the divisors of {embed_dim}, change '
+            f'embed_ratio, or set embed_width=\'per_head\' (the authors\' '
+            f'rule: round(embed_ratio * in_channels / num_heads) * num_heads)')
+    return embed_dim
+
+
+def build_positional_encoding(pos_embed: Optional[str], embed_dim: int,
+                              grid_size: int = 16) -> Optional[nn.Module]:
+    """Build the encoding named by ``pos_embed`` for D = ``embed_dim``.
+
+    Args:
+        pos_embed (str | None): 'learned' (a learned ``grid_size`` square
+            table resized to the token grid), 'sine' (fixed 2-D sine),
+            'rowcol' (learned row and column tables indexed directly, at
+            most 256 x 256 tokens: the authors' code) or None.
+        embed_dim (int): Token channels D.
+        grid_size (int): Side of the 'learned' table. Default: 16.
+
+    Returns:
+        nn.Module | None: maps a (N, D, h, w) token map to its (1, D, h, w)
+        encoding; None for ``pos_embed=None``.
+    """
+    check_choice('pos_embed', pos_embed, POS_EMBEDS)
+    if pos_embed == 'learned':
+        return LearnedPositionalEncoding(
+            embed_dim, check_positive_int('pos_grid_size', grid_size))
+    if pos_embed == 'sine':
+        return SinePositionalEncoding(embed_dim)
+    if pos_embed == 'rowcol':
+        return RowColPositionalEncoding(embed_dim, ROWCOL_MAX_LEN)
+    return None
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -78,12 +147,15 @@ class NLPool(WeightedPool):
         in_channels (int): Channels C.
         stride (int): Pooling window and stride s.
         patch_size (int): eps_p. Default: 2.
-        embed_ratio (float): eps_r; tokens have round(eps_r * C) channels,
-            which ``num_heads`` must divide. Default: 1.0.
+        embed_ratio (float): eps_r; tokens have about eps_r * C channels,
+            see ``embed_width``. Default: 1.0.
         num_heads (int): m. Default: 2.
         pos_embed (str | None): 'learned' (a learned table resized to the
-            token grid), 'sine', or None. Default: 'learned'.
-        pos_grid_size (int): Side of the learned table. Default: 16.
+            token grid), 'sine', 'rowcol' (the authors' code: learned row
+            and column tables, D/2 channels each, indexed directly; token
+            grids up to 256 x 256 and an even D), or None.
+            Default: 'learned'.
+        pos_grid_size (int): Side of the 'learned' table. Default: 16.
         upsample (str): 'bilinear' (the paper) or 'nearest' (the official
             code). Default: 'bilinear'.
         norm_cfg (dict): Norm of bn1 and bn2. Default: dict(type='BN').
@@ -95,11 +167,15 @@ class NLPool(WeightedPool):
         use_exp (bool): Table 7 'w/o(exp)'. Default: True.
         window_norm (bool): The denominator of eq. 5; False is the official
             code's 'nowin'. Default: True.
+        embed_width (str): How D follows from eps_r, C and m: 'total',
+            D = round(eps_r * C), which m must divide; or 'per_head', the
+            authors' code, D = max(1, round(eps_r * C / m)) * m.
+            Default: 'total'.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
     #: conv_cfg of the patch-embedding conv (None: a plain conv); the
-    #: official code's deformable variant overrides it.
+    #: deformable variant (DeformNLPool) overrides it.
     embed_conv_cfg: Optional[dict] = None
 
     def __init__(self,
@@ -118,23 +194,14 @@ class NLPool(WeightedPool):
                  use_sigmoid: bool = True,
                  use_exp: bool = True,
                  window_norm: bool = True,
+                 embed_width: str = 'total',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(in_channels, stride, window_norm, init_cfg)
         self.patch_size = check_positive_int('patch_size', patch_size)
-        check_positive_int('num_heads', num_heads)
         check_choice('pos_embed', pos_embed, POS_EMBEDS)
         self.upsample = check_choice('upsample', upsample, UPSAMPLE_MODES)
-        if not isinstance(embed_ratio, (int, float)) or embed_ratio <= 0:
-            raise ValueError(
-                f'embed_ratio must be a number > 0, got {embed_ratio!r}')
-        embed_dim = round(embed_ratio * in_channels)
-        if embed_dim < 1 or embed_dim % num_heads:
-            raise ValueError(
-                f'the embedding has round(embed_ratio * in_channels) = '
-                f'round({embed_ratio} * {in_channels}) = {embed_dim} '
-                f'channels, which num_heads={num_heads} must divide; choose '
-                f'num_heads among the divisors of {embed_dim} or change '
-                f'embed_ratio')
+        embed_dim = embedding_width(in_channels, embed_ratio, num_heads,
+                                    embed_width)
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.norm_cfg = norm_cfg
@@ -145,13 +212,8 @@ class NLPool(WeightedPool):
             in_channels, embed_dim, patch_size, stride=patch_size,
             conv_cfg=self.embed_conv_cfg,
             norm_cfg=norm_cfg if use_embed_norm else None, act_cfg=act_cfg)
-        if pos_embed == 'learned':
-            self.pos_embed = LearnedPositionalEncoding(
-                embed_dim, check_positive_int('pos_grid_size', pos_grid_size))
-        elif pos_embed == 'sine':
-            self.pos_embed = SinePositionalEncoding(embed_dim)
-        else:
-            self.pos_embed = None
+        self.pos_embed = build_positional_encoding(pos_embed, embed_dim,
+                                                   pos_grid_size)
         self.attention = MultiHeadSelfAttention(embed_dim, num_heads)
         self.restore_conv = nn.Conv2d(embed_dim, in_channels, 1,
                                       bias=not use_restore_norm)

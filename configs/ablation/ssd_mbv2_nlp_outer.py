@@ -1,0 +1,15 @@
+# Table 7 ablation on SSDlite-MobileNetV2 (the paper's Table 7 ablates on
+# STL-10 classification): the 'Ours (Outer Stage)' row: all
+# blocks of a pooled stage run at stride 1 and the stage's output is pooled.
+# Everything else as ../official/ssd_mbv2_nlp.py, the authors' SSD NLPool
+# run (2 heads, patch sizes 4, 4, 2, 1, no eq. 5 denominator, their
+# positional encoding and width rule, inner-stage pooling, their schedule).
+_base_ = '../official/ssd_mbv2_nlp.py'
+
+nlp = dict(type='NLPool', embed_ratio=1.0, num_heads=2, window_norm=False,
+           upsample='nearest', pos_embed='rowcol', embed_width='per_head')
+patch_sizes = (None, 4, 4, 2, None, 1, None)
+model = dict(
+    backbone=dict(
+        pool_position='outer',
+        pooling=[p and dict(nlp, patch_size=p) for p in patch_sizes]))
