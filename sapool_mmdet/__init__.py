@@ -12,5 +12,7 @@ from .compat import apply_compat_fixes
 apply_compat_fixes()
 
 from . import backbones, datasets, evaluation, pooling  # noqa: E402,F401
+from .engine import apply_distributed_fixes  # noqa: E402
+apply_distributed_fixes()  # CPU-capable launcher; see engine/dist.py
 
 __version__ = '0.1.0'

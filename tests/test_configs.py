@@ -226,6 +226,14 @@ def shrink(cfg: Config) -> Config:
     return cfg
 
 
+def find_unused_parameters(cfg: Config) -> bool:
+    """What the config gives DDP as ``find_unused_parameters`` (mmengine
+    reads ``model_wrapper_cfg`` first, then the top-level key)."""
+    wrapper = cfg.get('model_wrapper_cfg') or {}
+    return wrapper.get('find_unused_parameters',
+                       cfg.get('find_unused_parameters', False))
+
+
 def synthetic_batch(num_images: int = 2, size: int = TINY_SIZE) -> dict:
     """Random images with a few boxes, packed as PackDetInputs packs them."""
     generator = torch.Generator().manual_seed(0)
@@ -250,6 +258,7 @@ def synthetic_batch(num_images: int = 2, size: int = TINY_SIZE) -> dict:
 def test_trains_one_step_and_predicts(path, stock_checkpoints):
     torch.manual_seed(0)
     cfg = shrink(load(path))
+    assert find_unused_parameters(cfg) is False
     init_cfg = cfg.model.backbone.get('init_cfg') or {}
     pretrained = init_cfg.get('type') == 'Pretrained'
     if pretrained:  # ImageNet start through the config's own init_cfg
@@ -268,9 +277,13 @@ def test_trains_one_step_and_predicts(path, stock_checkpoints):
     loss, _ = model.parse_losses(model(**data, mode='loss'))
     assert torch.isfinite(loss)
     loss.backward()
-    for name, param in model.backbone.named_parameters():
-        if param.requires_grad:
-            assert param.grad is not None, name
+    # DDP with find_unused_parameters=False (mmengine's default) needs every
+    # trainable parameter in the graph of every step.
+    without_grad = [name for name, param in model.named_parameters()
+                    if param.requires_grad and param.grad is None]
+    assert not without_grad, f'parameters without gradient: {without_grad}'
+    for name, param in model.named_parameters():
+        if param.grad is not None:
             assert param.grad.isfinite().all(), name
 
     model.eval()

@@ -1,19 +1,25 @@
 """DrivingCocoMetric against pycocotools' COCOeval, and its report."""
 import json
 import math
-from collections import OrderedDict
 
 import numpy as np
 import pytest
 import torch
 from mmdet.evaluation import CocoMetric
 from mmdet.registry import METRICS
+from mmdet.structures import DetDataSample
+from mmengine.dataset import pseudo_collate
 from mmengine.logging import MMLogger
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from mmengine.structures import InstanceData
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from torch.utils.data import DataLoader, Dataset
 
 import sapool_mmdet  # noqa: F401  (registers the metric)
 from sapool_mmdet.datasets import COCO2017_CATEGORIES, DRIVING_CLASSES
+from sapool_mmdet.engine import MetricWorkDirHook
 from sapool_mmdet.evaluation import (TABLE4_COLUMNS, ClassAP,
                                      DetectionReport, DrivingCocoMetric)
 
@@ -63,19 +69,22 @@ def noisy_predictions(coco, classes):
     return per_image
 
 
+def pred_instances(predictions):
+    boxes, scores, labels = zip(*predictions) if predictions else \
+        ([], [], [])
+    return dict(
+        bboxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        scores=torch.tensor(scores, dtype=torch.float32),
+        labels=torch.tensor(labels, dtype=torch.int64))
+
+
 def data_samples(per_image, coco=None, classes=None):
     samples = []
     for image_id, predictions in per_image.items():
-        boxes, scores, labels = zip(*predictions) if predictions else \
-            ([], [], [])
         sample = dict(
             img_id=image_id,
             ori_shape=(240, 320),
-            pred_instances=dict(
-                bboxes=torch.tensor(boxes, dtype=torch.float32).reshape(
-                    -1, 4),
-                scores=torch.tensor(scores, dtype=torch.float32),
-                labels=torch.tensor(labels, dtype=torch.int64)))
+            pred_instances=pred_instances(predictions))
         if coco is not None:
             sample['instances'] = [
                 dict(
@@ -212,23 +221,106 @@ def test_report_files(tmp_path, eval_coco, eval_coco_file):
     ]
 
 
-def test_report_goes_to_the_runner_work_dir(tmp_path, monkeypatch, eval_coco,
-                                            eval_coco_file):
-    # mmengine's Runner logs to <work_dir>/<timestamp>/<timestamp>.log
-    monkeypatch.setattr(MMLogger, '_instance_dict', OrderedDict())
-    log_file = tmp_path / 'work' / '20240101_000000' / '20240101_000000.log'
-    log_file.parent.mkdir(parents=True)
-    logger = MMLogger.get_instance('runner', log_file=str(log_file))
+class LookupDetector(BaseModel):
+    """Predicts fixed boxes per image id: the metric, not a model, is under
+    test here."""
+
+    def __init__(self, per_image):
+        super().__init__()
+        self.per_image = per_image
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        predicted = []
+        for sample in data_samples:
+            sample = sample.clone()
+            sample.pred_instances = InstanceData(
+                **pred_instances(self.per_image[sample.img_id]))
+            predicted.append(sample)
+        return predicted
+
+
+class ImageIds(Dataset):
+    metainfo = dict(classes=DRIVING_CLASSES)
+
+    def __init__(self, image_ids):
+        self.image_ids = image_ids
+
+    def __len__(self):
+        return len(self.image_ids)
+
+    def __getitem__(self, index):
+        return dict(inputs=torch.zeros(1), data_samples=DetDataSample(
+            metainfo=dict(img_id=self.image_ids[index],
+                          ori_shape=(240, 320))))
+
+
+def run_test_loop(work_dir, metric, per_image):
+    runner = Runner(
+        model=LookupDetector(per_image),
+        work_dir=str(work_dir),
+        test_dataloader=DataLoader(
+            ImageIds(sorted(per_image)), batch_size=3,
+            collate_fn=pseudo_collate),
+        test_evaluator=[metric],
+        test_cfg=dict(),
+        default_scope='mmdet')
+    assert any(isinstance(hook, MetricWorkDirHook) for hook in runner.hooks)
+    return runner.test()
+
+
+@pytest.mark.parametrize('explicit_dir', [False, True])
+def test_report_goes_to_the_runner_work_dir(tmp_path, eval_coco,
+                                            eval_coco_file, explicit_dir):
+    classes = list(DRIVING_CLASSES)
+    report_dir = str(tmp_path / 'reports') if explicit_dir else None
+    metrics = run_test_loop(
+        tmp_path / 'work',
+        DrivingCocoMetric(ann_file=eval_coco_file, report_dir=report_dir),
+        perfect_predictions(eval_coco, classes))
+    assert metrics['coco/bbox_mAP'] == 1.0
+    written = tmp_path / ('reports' if explicit_dir else 'work')
+    with open(written / 'driving_metrics.json') as f:
+        assert json.load(f)['num_images'] == 10
+    assert (written / 'driving_metrics.md').is_file()
+    assert (tmp_path / 'work' / 'driving_metrics.json').exists() \
+        != explicit_dir
+
+
+def test_outside_a_runner_the_report_is_only_logged(tmp_path, monkeypatch,
+                                                    eval_coco,
+                                                    eval_coco_file):
+    monkeypatch.chdir(tmp_path)
     classes = list(DRIVING_CLASSES)
     evaluate(
         DrivingCocoMetric(ann_file=eval_coco_file), classes,
         data_samples(perfect_predictions(eval_coco, classes)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'instances_eval.json']
+
+
+def test_an_image_predicted_twice(tmp_path, eval_coco, eval_coco_file):
+    classes = list(DRIVING_CLASSES)
+    samples = data_samples(perfect_predictions(eval_coco, classes))
+    metric = DrivingCocoMetric(ann_file=eval_coco_file, report_dir=tmp_path)
+    with pytest.raises(ValueError, match=r'predicted more than once \(ids '
+                       r'\[3\]\)'):
+        evaluate(metric, classes, samples + samples[2:3])
+
+
+def test_images_without_prediction_are_warned_about(tmp_path, eval_coco,
+                                                     eval_coco_file):
+    classes = list(DRIVING_CLASSES)
+    samples = data_samples(perfect_predictions(eval_coco, classes))
+    metric = DrivingCocoMetric(ann_file=eval_coco_file, report_dir=tmp_path)
+    log_file = tmp_path / 'metric.log'
+    logger = MMLogger.get_instance('missing_images', log_file=str(log_file))
+    results = evaluate(metric, classes, samples[:8])
     for handler in logger.handlers:
-        handler.close()
-    assert (tmp_path / 'work' / 'driving_metrics.json').is_file()
-    assert (tmp_path / 'work' / 'driving_metrics.md').is_file()
+        handler.flush()
     log = log_file.read_text()
-    assert '@[0.5,0.95]' in log and 'AP per class' in log
+    assert 'WARNING - 2 of the 10 images' in log
+    assert 'ids [9, 10]' in log
+    assert results['bbox_mAP'] < 1.0
 
 
 def test_no_detection_at_all(tmp_path, eval_coco_file):

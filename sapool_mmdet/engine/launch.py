@@ -14,7 +14,9 @@ from typing import List
 
 import mmdet
 
-__all__ = ['mmdet_tool_path', 'run_mmdet_tool']
+from .dist import DistributedSetupError, check_launcher_env
+
+__all__ = ['launcher_argument', 'mmdet_tool_path', 'run_mmdet_tool']
 
 TOOLS = ('train', 'test')
 
@@ -32,11 +34,22 @@ def mmdet_tool_path(name: str) -> str:
     return path
 
 
+def launcher_argument(argv: List[str]) -> str:
+    """The value of ``--launcher`` in ``argv`` ('none' without one)."""
+    for i, arg in enumerate(argv):
+        if arg == '--launcher' and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith('--launcher='):
+            return arg.split('=', 1)[1]
+    return 'none'
+
+
 def run_mmdet_tool(name: str, argv: List[str]) -> None:
     """Run mmdet's ``tools/<name>.py`` with command-line ``argv``.
 
-    The config (and, for 'test', the checkpoint) are checked first so a
-    typo fails with a clear message instead of a deep traceback.
+    The config (and, for 'test', the checkpoint) and, with ``--launcher``,
+    the launcher's environment are checked first so a mistake fails with a
+    clear message instead of a deep traceback.
     """
     path = mmdet_tool_path(name)
     if argv and not argv[0].startswith('-') and not osp.isfile(argv[0]):
@@ -44,6 +57,10 @@ def run_mmdet_tool(name: str, argv: List[str]) -> None:
     if (name == 'test' and len(argv) > 1 and not argv[1].startswith('-')
             and not osp.isfile(argv[1])):
         raise SystemExit(f'error: checkpoint file {argv[1]!r} not found')
+    try:
+        check_launcher_env(launcher_argument(argv))
+    except DistributedSetupError as error:
+        raise SystemExit(f'error: {error}') from None
     saved_argv = sys.argv
     sys.argv = [path, *argv]
     try:

@@ -1,12 +1,12 @@
 """COCO bbox evaluation of the configured classes, matched by name, with the
 Table 4-style report."""
 import logging
-import os
+from collections import Counter
 from typing import Dict, List, Optional, Union
 
 from mmdet.evaluation import CocoMetric
 from mmdet.registry import METRICS
-from mmengine.logging import MMLogger, print_log
+from mmengine.logging import print_log
 
 from ..datasets.coco_io import category_ids_by_name
 from .report import TABLE4_COLUMNS, ClassAP, DetectionReport
@@ -34,6 +34,14 @@ class DrivingCocoMetric(CocoMetric):
     The returned metrics are ``CocoMetric``'s (``coco/bbox_mAP``, ...), so
     logging and ``save_best`` work as usual.
 
+    In a distributed run mmengine's ``BaseMetric.evaluate`` gathers every
+    process's results on rank 0 in dataset order and drops the repeats
+    ``DefaultSampler`` pads the last processes' shares with; only rank 0
+    computes the metrics and writes the report. An image predicted twice
+    (which would count its detections twice) is an error; images of
+    ``ann_file`` without a prediction are warned about (their ground truth
+    counts as missed).
+
     Args:
         ann_file (str, optional): COCO annotation file of the evaluated
             images; without it the ground truth comes from the data samples,
@@ -43,10 +51,10 @@ class DrivingCocoMetric(CocoMetric):
         classwise (bool): Compute the per-class APs of the per-class table.
             Defaults to True.
         report_dir (str, optional): Folder of the report files. Defaults to
-            None: the runner's work dir, i.e. the parent of the folder of
-            the current MMLogger's log file (mmengine's Runner logs to
-            ``<work_dir>/<timestamp>/<timestamp>.log``); without a log file
-            the tables are only logged.
+            None: the runner's work dir, which
+            :class:`~sapool_mmdet.engine.MetricWorkDirHook` (added to every
+            runner) sets as :attr:`work_dir` before each evaluation; outside
+            a runner the tables are only logged.
         report_name (str): File name of the report, without suffix.
             Defaults to 'driving_metrics'.
         **kwargs: Other arguments of ``CocoMetric``. ``metric_items``, if
@@ -75,6 +83,7 @@ class DrivingCocoMetric(CocoMetric):
         self.ann_file = ann_file
         self.report_dir = report_dir
         self.report_name = report_name
+        self.work_dir: Optional[str] = None
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         """Compute CocoMetric's metrics, then log and write the report.
@@ -90,6 +99,7 @@ class DrivingCocoMetric(CocoMetric):
                 list(self._coco_api.cats.values()),
                 self.dataset_meta['classes'],
                 source=self.ann_file or 'the ground truth')
+        self._check_each_image_once(results)
         eval_results = super().compute_metrics(results)
         if self.format_only:
             return eval_results
@@ -109,6 +119,26 @@ class DrivingCocoMetric(CocoMetric):
                 f'metric report written to {json_path} and {markdown_path}',
                 logger='current')
         return eval_results
+
+    def _check_each_image_once(self, results: list) -> None:
+        predicted = Counter(pred['img_id'] for _, pred in results)
+        repeated = sorted(i for i, n in predicted.items() if n > 1)
+        if repeated:
+            raise ValueError(
+                f'{len(repeated)} image(s) were predicted more than once '
+                f'(ids {repeated[:10]}), which would count their '
+                f'detections twice; each evaluated image must appear once '
+                f'in the dataset (a distributed run gathers each image '
+                f'once)')
+        if self._coco_api is None:
+            return
+        missing = set(self._coco_api.get_img_ids()) - set(predicted)
+        if missing:
+            print_log(
+                f'{len(missing)} of the {len(self._coco_api.imgs)} images in '
+                f'{self.ann_file} have no prediction (ids '
+                f'{sorted(missing)[:10]}); COCOeval counts their ground '
+                f'truth as missed', logger='current', level=logging.WARNING)
 
     def _report(self, eval_results: Dict[str, float]) -> DetectionReport:
         per_class = []
@@ -130,7 +160,4 @@ class DrivingCocoMetric(CocoMetric):
     def _report_dir(self) -> Optional[str]:
         if self.report_dir is not None:
             return self.report_dir
-        log_file = MMLogger.get_current_instance().log_file
-        if log_file is None:
-            return None
-        return os.path.dirname(os.path.dirname(os.path.abspath(log_file)))
+        return self.work_dir
