@@ -18,10 +18,10 @@ import mmengine.runner.runner
 import numpy as np
 import pytest
 import torch
+from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
-from mmdet.registry import MODELS
 
 from sapool_mmdet.datasets import make_synthetic_coco
 from sapool_mmdet.engine import (DistributedSetupError, init_dist,
@@ -30,7 +30,9 @@ from sapool_mmdet.engine.dist import LAUNCHER_ENV, check_launcher_env
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs', 'demo', 'ssd_mbv2_nlp.py')
-NUM_TRAIN, NUM_VAL = 8, 5  # 8 training images: 4 per process
+# 8 training images: 4 per process; 5 validation images: DefaultSampler
+# pads the second process's share with a repeat, which must not count twice
+NUM_TRAIN, NUM_VAL = 8, 5
 
 # A hook that records, in each process, the images it trained on, the
 # communication setup and its final parameters and buffers.
