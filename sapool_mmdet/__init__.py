@@ -1,9 +1,10 @@
 """sapool_mmdet: self-attentive (non-local) pooling for mmdetection 3.x.
 
 Importing the package registers the pooling methods (in ``POOLING``) and
-the backbones, the driving dataset and its metric (in mmdet's registries),
-and applies the fixes in
-:mod:`sapool_mmdet.compat`, so
+the backbones, the driving dataset, its metric and our hooks (in mmdet's
+registries), applies the fixes in :mod:`sapool_mmdet.compat` and makes
+mmengine's launcher work on CPU-only machines too
+(:mod:`sapool_mmdet.engine.dist`), so
 ``custom_imports = dict(imports=['sapool_mmdet'], allow_failed_imports=False)``
 is all an mmdet config needs.
 """
@@ -13,6 +14,7 @@ apply_compat_fixes()
 
 from . import backbones, datasets, evaluation, pooling  # noqa: E402,F401
 from .engine import apply_distributed_fixes  # noqa: E402
-apply_distributed_fixes()  # CPU-capable launcher; see engine/dist.py
+
+apply_distributed_fixes()
 
 __version__ = '0.1.0'
