@@ -2,6 +2,7 @@
 import json
 import runpy
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from PIL import Image
 
 from sapool_mmdet.analysis import (analyze_model, count_flops,
                                    infer_input_size, load_config,
-                                   trace_activations)
+                                   measure_latency, trace_activations)
 from sapool_mmdet.backbones import NLPoolMobileNetV2
 from sapool_mmdet.pooling import build_pooling
 
@@ -19,6 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TOOL = str(ROOT / 'tools' / 'analyze_model.py')
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 FLOAT = 4  # bytes per fp32 element
+# Time one call after the timer's own warm-up call: the tests check what is
+# reported, not how fast.
+QUICK = dict(min_run_time=0, max_run_time=1e-3)
+QUICK_ARGS = ('--min-run-time', 0, '--max-run-time', 1e-3)
 
 
 def run_tool(monkeypatch, *args):
@@ -116,8 +121,8 @@ def test_peak_memory_s1_2_against_s1_1_mobilenetv2():
     consumption", drops by a factor between 2 and 3."""
     size = 64
     full = (size // 2)**2 * FLOAT
-    s1 = analyze_model(mobilenet_v2(1), (size, size), repeats=1, warmup=0)
-    s2 = analyze_model(mobilenet_v2(2), (size, size), repeats=1, warmup=0)
+    s1 = analyze_model(mobilenet_v2(1), (size, size), **QUICK)
+    s2 = analyze_model(mobilenet_v2(2), (size, size), **QUICK)
     assert s1.peak_activation_bytes == 2 * 96 * full
     assert s1.peak_layer.startswith('layer2.0.')
     assert s2.peak_activation_bytes == 2 * 32 * full
@@ -176,12 +181,15 @@ def test_tool_table_json_markdown_and_plot(tmp_path, monkeypatch, capsys):
     configs = [ROOT / 'configs' / 'ssd_mbv2_conv.py',
                ROOT / 'configs' / 'ssd_mbv2_nlp.py']
     out = tmp_path / 'out'
-    run_tool(monkeypatch, *configs, '--input-size', 64, 64, '--repeats', 1,
-             '--warmup', 0, '--json', out / 'r.json', '--markdown',
+    run_tool(monkeypatch, *configs, '--input-size', 64, 64, *QUICK_ARGS,
+             '--threads', 1, '--json', out / 'r.json', '--markdown',
              out / 'r.md', '--plot', out / 'r.png')
     stdout = capsys.readouterr().out
     assert 'ssd_mbv2_nlp' in stdout and '(1.00x)' in stdout
     assert 'stages of ssd_mbv2_conv' in stdout
+    header = [cell.strip() for cell in stdout.splitlines()[1].split('|')]
+    assert header[8:12] == ['total act. (MiB)', 'latency (ms)', 'IQR (ms)',
+                            'threads']
 
     records = json.loads((out / 'r.json').read_text())
     assert [Path(r['config']).name for r in records] == [
@@ -191,6 +199,8 @@ def test_tool_table_json_markdown_and_plot(tmp_path, monkeypatch, capsys):
         assert {'config', 'peak_activation_bytes', 'params', 'flops',
                 'stages'} <= set(record)
         assert record['input_size'] == [64, 64]
+        assert record['latency_threads'] == 1
+        assert record['latency_ms'] > 0 and record['latency_iqr_ms'] >= 0
     # Same stock stages, plus the pooling layers' parameters and FLOPs.
     assert records[1]['params'] > records[0]['params']
     assert (records[1]['flops_by_operator']['scaled_dot_product_attention']
@@ -207,8 +217,8 @@ def test_tool_table_json_markdown_and_plot(tmp_path, monkeypatch, capsys):
 
 def test_tool_detector_scope(tmp_path, monkeypatch, capsys):
     run_tool(monkeypatch, ROOT / 'configs' / 'ssd_mbv2_nlp.py', '--scope',
-             'detector', '--input-size', 64, 64, '--repeats', 1,
-             '--warmup', 0, '--json', tmp_path / 'r.json')
+             'detector', '--input-size', 64, 64, *QUICK_ARGS, '--json',
+             tmp_path / 'r.json')
     record, = json.loads((tmp_path / 'r.json').read_text())
     names = [stage['name'] for stage in record['stages']]
     assert names[0] == 'backbone.conv1'
@@ -224,7 +234,7 @@ def test_tool_cfg_options_apply_to_every_config(tmp_path, monkeypatch):
     H/2 to its second block at H/4: the 24-channel input kept for the
     residual and the 144-channel expansion, conv output and batch norm."""
     run_tool(monkeypatch, ROOT / 'configs' / 'ssd_mbv2_nlp.py',
-             '--input-size', 64, 64, '--repeats', 1, '--warmup', 0,
+             '--input-size', 64, 64, *QUICK_ARGS,
              '--cfg-options', 'model.backbone.pool_position=pre', '--json',
              tmp_path / 'r.json')
     record, = json.loads((tmp_path / 'r.json').read_text())
@@ -238,10 +248,27 @@ def test_tool_cfg_options_apply_to_every_config(tmp_path, monkeypatch):
     (['missing.py'], "config file(s) not found: ['missing.py']"),
     ([str(ROOT / 'configs' / 'ssd_mbv2_nlp.py'), '--input-size', '0', '64'],
      'an input size must be two positive integers H W, got [0, 64]'),
-    ([str(ROOT / 'configs' / 'ssd_mbv2_nlp.py'), '--repeats', '0'],
-     'need repeats >= 1'),
+    ([str(ROOT / 'configs' / 'ssd_mbv2_nlp.py'), '--max-run-time', '0'],
+     'need 0 <= min_run_time <= max_run_time and max_run_time > 0'),
+    ([str(ROOT / 'configs' / 'ssd_mbv2_nlp.py'), '--threads', '0'],
+     'threads must be an integer >= 1, got 0'),
 ])
 def test_tool_bad_input_fails_clearly(monkeypatch, args, message):
     with pytest.raises(SystemExit) as exit_info:
         run_tool(monkeypatch, *args)
     assert message in str(exit_info.value)
+
+
+def test_latency_median_spread_and_threads():
+    """Timer blocks of a call that sleeps 20 ms: the median is at least
+    20 ms (more on a busy machine), at least four blocks are timed, and the
+    thread count is the one asked for, restored afterwards."""
+    threads = torch.get_num_threads()
+    latency = measure_latency(lambda: time.sleep(0.02), min_run_time=0.08,
+                              max_run_time=2.0, threads=2)
+    assert 20 <= latency.median_ms < 1000
+    assert latency.iqr_ms >= 0
+    assert latency.runs >= 4 and latency.threads == 2
+    assert torch.get_num_threads() == threads
+    with pytest.raises(ValueError, match='min_run_time <= max_run_time'):
+        measure_latency(lambda: None, min_run_time=2, max_run_time=1)

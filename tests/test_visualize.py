@@ -186,3 +186,25 @@ def test_tool_missing_files_fail_clearly(mixed, tmp_path, monkeypatch):
             run_tool(monkeypatch, *args, '--out', tmp_path / 'out')
         assert f'error: {message}' in str(exit_info.value)
         assert 'not found' in str(exit_info.value)
+
+
+def test_load_detector_reverts_syncbn_and_names_classes(mixed, tmp_path):
+    """mmdet's init_detector builds the model: SyncBN becomes BN (no process
+    group needed) and the checkpoint's weights are loaded. A checkpoint
+    without class names gets the config's eight, not COCO's 80."""
+    config, checkpoint, _ = mixed
+    syncbn = tmp_path / 'ssd_syncbn.py'
+    syncbn.write_text(f"_base_ = {config!r}\n"
+                      "model = dict(backbone=dict(norm_cfg=dict("
+                      "type='SyncBN')))\n")
+    weights = torch.load(checkpoint, map_location='cpu',
+                         weights_only=False)['state_dict']
+    bare = tmp_path / 'bare.pth'
+    torch.save({'state_dict': weights}, str(bare))
+    model, cfg, classes = load_detector(str(syncbn), str(bare))
+    assert cfg.model.backbone.norm_cfg.type == 'SyncBN'
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+    assert not model.training
+    assert classes == CLASSES == tuple(model.dataset_meta['classes'])
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, weights[name])

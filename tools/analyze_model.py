@@ -4,6 +4,7 @@ configs, per backbone stage and in total.
     python tools/analyze_model.py configs/ssd_mbv2_nlp.py \
         configs/ssd_mbv2_nlp_s2.py configs/ssd_mbv2_nlp_s4.py \
         [--scope backbone|detector] [--input-size H W] \
+        [--min-run-time S] [--max-run-time S] [--threads N] \
         [--cfg-options KEY=VALUE ...] [--json FILE] [--markdown FILE] \
         [--plot FILE.png]
 
@@ -11,6 +12,9 @@ Peak activation memory: the largest total size of the tensors live at once
 along the forward pass, every tensor freed after its last use, parameters
 excluded (see sapool_mmdet/analysis/memory.py). FLOPs: mmengine.analysis,
 multiply-add = 1, with attention, RNN and window-pooling operators counted.
+Latency: median time of one batch-1 forward, timed by
+torch.utils.benchmark.Timer, with the interquartile range of the timed blocks
+and the intra-op thread count.
 With several configs every value is followed by its ratio to the first.
 """
 import argparse
@@ -18,9 +22,9 @@ import sys
 
 from mmengine.config import DictAction
 
-from sapool_mmdet.analysis import (SCOPES, analyze_configs,
-                                   plot_memory_vs_flops, reports_text,
-                                   write_json, write_markdown)
+from sapool_mmdet.analysis import (SCOPES, add_timing_arguments,
+                                   analyze_configs, plot_memory_vs_flops,
+                                   reports_text, write_json, write_markdown)
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,12 +41,7 @@ def parse_args() -> argparse.Namespace:
         '--input-size', nargs=2, type=int, metavar=('H', 'W'),
         help='input height and width (default: the scale of the config\'s '
         'test-pipeline Resize, padded to the preprocessor\'s divisor)')
-    parser.add_argument('--repeats', type=int, default=10,
-                        help='timed forwards for the latency median '
-                        '(default: %(default)s)')
-    parser.add_argument('--warmup', type=int, default=2,
-                        help='untimed forwards before timing '
-                        '(default: %(default)s)')
+    add_timing_arguments(parser)
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
         help='override config entries for every config, as mmdet\'s tools '
@@ -62,8 +61,8 @@ def main() -> None:
         sys.exit(f'error: --plot writes a PNG file; got {args.plot!r}')
     try:
         reports = analyze_configs(args.configs, args.scope, args.input_size,
-                                  args.repeats, args.warmup,
-                                  args.cfg_options)
+                                  args.min_run_time, args.max_run_time,
+                                  args.threads, args.cfg_options)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f'error: {error}')
     print(reports_text(reports), end='')

@@ -4,16 +4,18 @@ NLPool is built with the authors' settings (row/column positional encoding,
 nearest upsampling, their embedding width rule, 2 heads); the transcription
 (sapool_mmdet.pooling.reference) computes the authors' module step by step.
 Checks both give the same outputs and input gradients for the same weights,
-then prints forward+backward latency (median), the speed-up, and the peak
+then prints forward+backward latency (median and interquartile range of the
+blocks torch.utils.benchmark.Timer times), the speed-up, and the peak
 activation memory of each (the largest total of tensors live at once, as in
 sapool_mmdet.analysis.memory).
 
     python tools/benchmark_nlpool.py                 # 8x16x160x160, p=2, s=2
-    python tools/benchmark_nlpool.py --shape 2 16 64 64 --repeats 5 --json out.json
+    python tools/benchmark_nlpool.py --shape 2 16 64 64 --json out.json
 """
 import argparse
 import json
 
+from sapool_mmdet.analysis.latency import add_timing_arguments
 from sapool_mmdet.analysis.nlpool_speed import compare_nlpool_with_reference
 from sapool_mmdet.fileio import atomic_open
 
@@ -26,8 +28,7 @@ def parse_args() -> argparse.Namespace:
                         default=[8, 16, 160, 160], metavar=('N', 'C', 'H', 'W'))
     parser.add_argument('--patch-size', type=int, default=2)
     parser.add_argument('--stride', type=int, default=2)
-    parser.add_argument('--repeats', type=int, default=3)
-    parser.add_argument('--warmup', type=int, default=1)
+    add_timing_arguments(parser, min_run_time=1.0, max_run_time=10.0)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--json', help='also write the result to this file')
     return parser.parse_args()
@@ -36,17 +37,20 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     result = compare_nlpool_with_reference(
-        args.shape, args.patch_size, args.stride, args.repeats, args.warmup,
-        args.device)
+        args.shape, args.patch_size, args.stride, args.min_run_time,
+        args.max_run_time, args.device, threads=args.threads)
     mib = 2**20
     print(f'input {tuple(args.shape)}, patch_size {args.patch_size}, '
-          f'stride {args.stride}, device {args.device}')
+          f'stride {args.stride}, device {args.device}, '
+          f'{result.threads} thread(s)')
     print(f'max |output diff| {result.max_output_diff:.2e}, '
           f'max |input-grad diff| {result.max_grad_diff:.2e}')
-    print(f'{"":<26}{"fwd+bwd ms":>12}{"peak MiB":>12}')
+    print(f'{"":<26}{"fwd+bwd ms":>12}{"IQR ms":>10}{"peak MiB":>12}')
     print(f'{"NLPool (SDPA)":<26}{result.nlpool_ms:>12.1f}'
+          f'{result.nlpool_iqr_ms:>10.1f}'
           f'{result.nlpool_peak_bytes / mib:>12.1f}')
     print(f'{"authors module (transcr.)":<26}{result.reference_ms:>12.1f}'
+          f'{result.reference_iqr_ms:>10.1f}'
           f'{result.reference_peak_bytes / mib:>12.1f}')
     print(f'speed-up {result.speedup:.2f}x, peak memory ratio '
           f'{result.reference_peak_bytes / result.nlpool_peak_bytes:.2f}x')

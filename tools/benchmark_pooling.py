@@ -2,15 +2,18 @@
 method on the same input.
 
     python tools/benchmark_pooling.py [--methods NLPool LIPPool ...] \
-        [--shape N C H W [--shape ...]] [--stride S] [--repeats R] \
-        [--warmup W] [--device cpu|cuda] \
+        [--shape N C H W [--shape ...]] [--stride S] [--min-run-time S] \
+        [--max-run-time S] [--threads N] [--device cpu|cuda] \
         [--pool-options TYPE.ARG=VALUE ...] [--json FILE] [--markdown FILE]
 
 Default shapes: 8x16x160x160 (MobileNetV2's first down-sampling at 320x320)
 and 8x64x80x80 (ResNet18's), stride 2. Every method has its default
 arguments unless --pool-options sets some (NLPool.patch_size=4). FLOPs: one
-inference forward, multiply-add = 1, attention counted. Times: median of
---repeats runs after --warmup. Peak memory: the largest total size of the
+inference forward, multiply-add = 1, attention counted. Times: median and
+interquartile range of the blocks torch.utils.benchmark.Timer times (at least
+--min-run-time seconds and four blocks, until the IQR is below a tenth of the
+median or --max-run-time seconds have passed), at --threads intra-op
+threads. Peak memory: the largest total size of the
 tensors live at once (sapool_mmdet/analysis/memory.py) in an inference
 forward and in a training forward+backward; on CUDA also
 torch.cuda.max_memory_allocated.
@@ -27,6 +30,7 @@ from sapool_mmdet.analysis.benchmark import (DEFAULT_SHAPES,
                                              benchmark_text,
                                              split_pool_options,
                                              write_benchmark_json)
+from sapool_mmdet.analysis.latency import add_timing_arguments
 from sapool_mmdet.analysis.report import write_text_file
 
 
@@ -41,12 +45,7 @@ def parse_args() -> argparse.Namespace:
         f'{" and ".join("x".join(map(str, s)) for s in DEFAULT_SHAPES)})')
     parser.add_argument('--stride', type=int, default=2,
                         help='pooling stride s (default: %(default)s)')
-    parser.add_argument('--repeats', type=int, default=10,
-                        help='timed runs per measurement '
-                        '(default: %(default)s)')
-    parser.add_argument('--warmup', type=int, default=2,
-                        help='untimed runs before them (default: '
-                        '%(default)s)')
+    add_timing_arguments(parser)
     parser.add_argument(
         '--device', default='cuda' if torch.cuda.is_available() else 'cpu',
         help='torch device (default: cuda if available, else cpu)')
@@ -66,10 +65,11 @@ def main() -> None:
     args = parse_args()
     try:
         results = benchmark_pooling(args.methods, args.shape or DEFAULT_SHAPES,
-                                    args.stride, args.repeats, args.warmup,
-                                    args.device,
+                                    args.stride, args.min_run_time,
+                                    args.max_run_time, args.device,
                                     options=split_pool_options(
-                                        args.pool_options))
+                                        args.pool_options),
+                                    threads=args.threads)
     except ValueError as error:
         sys.exit(f'error: {error}')
     print(benchmark_text(results), end='')

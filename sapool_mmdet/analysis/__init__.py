@@ -12,7 +12,7 @@ from .benchmark import (DEFAULT_SHAPES, PoolingBenchmark, benchmark_method,
 from .config import (SCOPES, build_from_config, check_input_size,
                      infer_input_size, load_config)
 from .flops import EXTRA_FLOP_HANDLES, FlopCount, count_flops
-from .latency import measure_latency
+from .latency import Latency, add_timing_arguments, measure_latency
 from .memory import ActivationTrace, trace_activations
 from .report import (plot_memory_vs_flops, reports_markdown, reports_text,
                      write_json, write_markdown)
@@ -20,7 +20,8 @@ from .visualize import find_pooling_layers, visualize_pooling
 
 __all__ = [
     'ActivationTrace', 'trace_activations', 'EXTRA_FLOP_HANDLES',
-    'FlopCount', 'count_flops', 'measure_latency', 'SCOPES', 'load_config',
+    'FlopCount', 'count_flops', 'Latency', 'measure_latency',
+    'add_timing_arguments', 'SCOPES', 'load_config',
     'check_input_size', 'infer_input_size', 'build_from_config',
     'ModelReport', 'StageReport', 'analyze_model', 'analyze_config',
     'analyze_configs', 'reports_text', 'reports_markdown', 'write_json',

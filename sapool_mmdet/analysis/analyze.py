@@ -13,7 +13,7 @@ from mmengine.utils import ProgressBar
 from .config import (SCOPES, build_from_config, check_input_size,
                      infer_input_size, load_config)
 from .flops import count_flops
-from .latency import measure_latency
+from .latency import check_run_times, check_threads, measure_latency
 from .memory import ActivationTrace, ModuleOutput, trace_activations
 
 __all__ = ['StageReport', 'ModelReport', 'analyze_model', 'analyze_config',
@@ -50,8 +50,9 @@ class ModelReport:
     :mod:`sapool_mmdet.analysis.memory`, total activation memory is the sum
     of all activations created (nothing freed); FLOPs the convention in
     :mod:`sapool_mmdet.analysis.flops` (multiply-add = 1, attention
-    counted); latency is the median CPU (or current device) time of one
-    batch-1 inference forward.
+    counted); latency is the median time of one batch-1 inference forward
+    on the model's device (``torch.utils.benchmark.Timer``), with the
+    interquartile range of the timed blocks and the intra-op thread count.
     """
     config: str
     scope: str
@@ -63,6 +64,8 @@ class ModelReport:
     peak_layer: str
     total_activation_bytes: int
     latency_ms: float
+    latency_iqr_ms: float
+    latency_threads: int
     stages: List[StageReport] = field(default_factory=list)
     flops_by_operator: Dict[str, int] = field(default_factory=dict)
     flops_skipped: Dict[str, int] = field(default_factory=dict)
@@ -122,8 +125,9 @@ def analyze_model(model: nn.Module,
                   input_size: Sequence[int],
                   scope: str = 'backbone',
                   config: str = '',
-                  repeats: int = 10,
-                  warmup: int = 2) -> ModelReport:
+                  min_run_time: float = 0.5,
+                  max_run_time: float = 5.0,
+                  threads: Optional[int] = None) -> ModelReport:
     """Measure a backbone or detector on one random (1, 3, H, W) input.
 
     Args:
@@ -134,8 +138,12 @@ def analyze_model(model: nn.Module,
         input_size (sequence of int): (H, W).
         scope (str): 'backbone' or 'detector'. Default: 'backbone'.
         config (str): Name stored in the report. Default: ''.
-        repeats (int): Timed forwards for the latency median. Default: 10.
-        warmup (int): Untimed forwards before them. Default: 2.
+        min_run_time (float): Seconds of timed forwards at least, see
+            :func:`~.latency.measure_latency`. Default: 0.5.
+        max_run_time (float): Seconds of timed forwards at most.
+            Default: 5.0.
+        threads (int, optional): Intra-op threads for the timing; None
+            keeps ``torch.get_num_threads()``. Default: None.
 
     Returns:
         ModelReport
@@ -154,7 +162,8 @@ def analyze_model(model: nn.Module,
 
     with torch.no_grad():
         trace = trace_activations(model, forward, inputs=[inputs])
-        latency = measure_latency(forward, repeats, warmup, device)
+        latency = measure_latency(forward, min_run_time, max_run_time,
+                                  threads)
     flops = count_flops(traced, (inputs, ))
     peak, peak_step = trace.peak()
     return ModelReport(
@@ -167,7 +176,9 @@ def analyze_model(model: nn.Module,
         peak_activation_bytes_int8=trace.peak_bytes_int8,
         peak_layer=trace.layer_at(peak_step),
         total_activation_bytes=trace.total_bytes,
-        latency_ms=latency,
+        latency_ms=latency.median_ms,
+        latency_iqr_ms=latency.iqr_ms,
+        latency_threads=latency.threads,
         stages=_stage_reports(trace, _stage_names(model, scope)),
         flops_by_operator=flops.by_operator,
         flops_skipped=flops.skipped)
@@ -176,8 +187,9 @@ def analyze_model(model: nn.Module,
 def analyze_config(path: str,
                    scope: str = 'backbone',
                    input_size: Optional[Sequence[int]] = None,
-                   repeats: int = 10,
-                   warmup: int = 2,
+                   min_run_time: float = 0.5,
+                   max_run_time: float = 5.0,
+                   threads: Optional[int] = None,
                    cfg_options: Optional[dict] = None) -> ModelReport:
     """:func:`analyze_model` on the model a config builds (random weights).
 
@@ -186,8 +198,9 @@ def analyze_config(path: str,
         scope (str): 'backbone' or 'detector'. Default: 'backbone'.
         input_size (sequence of int, optional): (H, W); by default the
             config's test-pipeline size (:func:`~.config.infer_input_size`).
-        repeats (int): See :func:`analyze_model`. Default: 10.
-        warmup (int): See :func:`analyze_model`. Default: 2.
+        min_run_time (float): See :func:`analyze_model`. Default: 0.5.
+        max_run_time (float): See :func:`analyze_model`. Default: 5.0.
+        threads (int, optional): See :func:`analyze_model`. Default: None.
         cfg_options (dict, optional): Overrides merged into the config, as
             mmdet's ``--cfg-options``; stored in the report.
     """
@@ -195,7 +208,8 @@ def analyze_config(path: str,
     size = (check_input_size(input_size) if input_size is not None
             else infer_input_size(cfg))
     model = build_from_config(cfg, scope)
-    report = analyze_model(model, size, scope, path, repeats, warmup)
+    report = analyze_model(model, size, scope, path, min_run_time,
+                           max_run_time, threads)
     report.cfg_options = dict(cfg_options or {})
     return report
 
@@ -203,16 +217,16 @@ def analyze_config(path: str,
 def analyze_configs(paths: Sequence[str],
                     scope: str = 'backbone',
                     input_size: Optional[Sequence[int]] = None,
-                    repeats: int = 10,
-                    warmup: int = 2,
+                    min_run_time: float = 0.5,
+                    max_run_time: float = 5.0,
+                    threads: Optional[int] = None,
                     cfg_options: Optional[dict] = None,
                     progress: bool = True) -> List[ModelReport]:
     """:func:`analyze_config` for each config, with a progress bar on
     stderr. The arguments and every config file are checked before the
     first model is built."""
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f'need repeats >= 1 and warmup >= 0, got '
-                         f'repeats={repeats}, warmup={warmup}')
+    check_run_times(min_run_time, max_run_time)
+    check_threads(threads)
     missing = [path for path in paths if not osp.isfile(path)]
     if missing:
         raise FileNotFoundError(f'config file(s) not found: {missing}')
@@ -221,8 +235,9 @@ def analyze_configs(paths: Sequence[str],
     bar = ProgressBar(len(paths), file=sys.stderr) if progress else None
     reports = []
     for path in paths:
-        reports.append(analyze_config(path, scope, input_size, repeats,
-                                      warmup, cfg_options))
+        reports.append(analyze_config(path, scope, input_size,
+                                      min_run_time, max_run_time, threads,
+                                      cfg_options))
         if bar is not None:
             bar.update()
     if bar is not None:

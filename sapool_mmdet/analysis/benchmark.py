@@ -11,6 +11,9 @@ s)`` (default arguments unless options are given):
 - forward: median wall-clock time of an inference forward (eval mode, no
   autograd); forward+backward: of a training step (train mode, backward of
   the output with a fixed gradient, gradients of input and parameters);
+  both timed by ``torch.utils.benchmark.Timer`` (see
+  :func:`~.latency.measure_latency`), with the interquartile range of the
+  timed blocks and the intra-op thread count;
 - peak memory, by the live-tensor accounting of
   :mod:`sapool_mmdet.analysis.memory` (device independent): of the inference
   forward (input and output included) and of the training step (input,
@@ -29,7 +32,7 @@ from terminaltables import AsciiTable, GithubFlavoredMarkdownTable
 
 from ..pooling import POOLING, build_pooling
 from .flops import count_flops
-from .latency import measure_latency
+from .latency import check_run_times, check_threads, measure_latency
 from .memory import trace_activations
 from .report import mib, write_text_file
 
@@ -55,7 +58,10 @@ class PoolingBenchmark:
     params: int = 0
     flops: int = 0
     forward_ms: float = 0.0
+    forward_iqr_ms: float = 0.0
     forward_backward_ms: float = 0.0
+    forward_backward_iqr_ms: float = 0.0
+    threads: int = 0
     peak_forward_bytes: int = 0
     peak_forward_backward_bytes: int = 0
     cuda_peak_forward_backward_bytes: Optional[int] = None
@@ -84,11 +90,13 @@ def _check_methods(methods: Optional[Iterable[str]]) -> List[str]:
 
 
 def benchmark_method(method: str, shape: Sequence[int], stride: int = 2,
-                     repeats: int = 10, warmup: int = 2,
+                     min_run_time: float = 0.5, max_run_time: float = 5.0,
                      device: str = 'cpu',
-                     options: Optional[dict] = None) -> PoolingBenchmark:
+                     options: Optional[dict] = None,
+                     threads: Optional[int] = None) -> PoolingBenchmark:
     """Measure one pooling method, built with ``options`` as its arguments;
-    see the module docstring."""
+    see the module docstring and, for ``min_run_time``, ``max_run_time``
+    and ``threads``, :func:`~.latency.measure_latency`."""
     shape = _check_shape(shape)
     dev = torch.device(device)
     options = dict(options or {})
@@ -105,8 +113,11 @@ def benchmark_method(method: str, shape: Sequence[int], stride: int = 2,
     with torch.no_grad():
         trace = trace_activations(pool, lambda: pool(x), inputs=[x])
         result.peak_forward_bytes = trace.peak_bytes
-        result.forward_ms = measure_latency(lambda: pool(x), repeats, warmup,
-                                            dev)
+        forward = measure_latency(lambda: pool(x), min_run_time,
+                                  max_run_time, threads)
+    result.forward_ms, result.forward_iqr_ms = (forward.median_ms,
+                                                forward.iqr_ms)
+    result.threads = forward.threads
 
     pool.train()
     x_train = x.clone().requires_grad_()
@@ -125,7 +136,9 @@ def benchmark_method(method: str, shape: Sequence[int], stride: int = 2,
         pool, step, inputs=[x_train, grad_output],
         keep=lambda: [x_train.grad] + [p.grad for p in params
                                        if p.grad is not None]).peak_bytes
-    result.forward_backward_ms = measure_latency(step, repeats, warmup, dev)
+    training = measure_latency(step, min_run_time, max_run_time, threads)
+    result.forward_backward_ms = training.median_ms
+    result.forward_backward_iqr_ms = training.iqr_ms
     if dev.type == 'cuda':
         pool.zero_grad(set_to_none=True)
         x_train.grad = None
@@ -156,11 +169,12 @@ def split_pool_options(options: Optional[dict]) -> Dict[str, dict]:
 def benchmark_pooling(methods: Optional[Iterable[str]] = None,
                       shapes: Sequence[Sequence[int]] = DEFAULT_SHAPES,
                       stride: int = 2,
-                      repeats: int = 10,
-                      warmup: int = 2,
+                      min_run_time: float = 0.5,
+                      max_run_time: float = 5.0,
                       device: str = 'cpu',
                       progress: bool = True,
-                      options: Optional[Dict[str, dict]] = None
+                      options: Optional[Dict[str, dict]] = None,
+                      threads: Optional[int] = None
                       ) -> List[PoolingBenchmark]:
     """:func:`benchmark_method` for every method (default: all registered)
     at every shape, with a progress bar on stderr. A method that fails
@@ -169,11 +183,13 @@ def benchmark_pooling(methods: Optional[Iterable[str]] = None,
     Args:
         options (dict, optional): Method -> its non-default arguments,
             e.g. ``{'NLPool': {'patch_size': 4}}``.
+        min_run_time, max_run_time (float), threads (int, optional): How
+            to time, see :func:`~.latency.measure_latency`.
 
     Raises:
         ValueError: unknown methods (also in ``options``), bad shapes,
-            stride, repeats or warmup (checked before anything runs); a bad
-            argument value fails that method's row.
+            stride, run times or threads (checked before anything runs); a
+            bad argument value fails that method's row.
     """
     methods = _check_methods(methods)
     options = dict(options or {})
@@ -182,9 +198,8 @@ def benchmark_pooling(methods: Optional[Iterable[str]] = None,
     shapes = [_check_shape(shape) for shape in shapes]
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise ValueError(f'stride must be an integer >= 1, got {stride!r}')
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f'need repeats >= 1 and warmup >= 0, got '
-                         f'repeats={repeats}, warmup={warmup}')
+    check_run_times(min_run_time, max_run_time)
+    threads = check_threads(threads)
     bar = (ProgressBar(len(methods) * len(shapes), file=sys.stderr)
            if progress else None)
     results = []
@@ -192,8 +207,8 @@ def benchmark_pooling(methods: Optional[Iterable[str]] = None,
         for method in methods:
             try:
                 results.append(benchmark_method(
-                    method, shape, stride, repeats, warmup, device,
-                    options.get(method)))
+                    method, shape, stride, min_run_time, max_run_time,
+                    device, options.get(method), threads))
             except (ValueError, RuntimeError) as error:
                 results.append(PoolingBenchmark(
                     method, shape, stride, torch.device(device).type,
@@ -211,7 +226,8 @@ def benchmark_rows(results: Sequence[PoolingBenchmark]) -> List[List[str]]:
     cuda = any(r.cuda_peak_forward_backward_bytes is not None
                for r in results)
     header = ['input NxCxHxW', 's', 'method', 'params', 'FLOPs (G)',
-              'forward (ms)', 'fwd+bwd (ms)', 'peak fwd (MiB)',
+              'forward (ms)', 'fwd IQR (ms)', 'fwd+bwd (ms)',
+              'fwd+bwd IQR (ms)', 'threads', 'peak fwd (MiB)',
               'peak fwd+bwd (MiB)']
     if cuda:
         header.append('CUDA peak fwd+bwd (MiB)')
@@ -225,7 +241,9 @@ def benchmark_rows(results: Sequence[PoolingBenchmark]) -> List[List[str]]:
         else:
             row += [
                 str(r.params), f'{r.flops / 1e9:.4g}', f'{r.forward_ms:.2f}',
-                f'{r.forward_backward_ms:.2f}', mib(r.peak_forward_bytes),
+                f'{r.forward_iqr_ms:.2f}', f'{r.forward_backward_ms:.2f}',
+                f'{r.forward_backward_iqr_ms:.2f}', str(r.threads),
+                mib(r.peak_forward_bytes),
                 mib(r.peak_forward_backward_bytes)
             ]
             if cuda:
@@ -238,7 +256,9 @@ def benchmark_rows(results: Sequence[PoolingBenchmark]) -> List[List[str]]:
 def _definitions(results: Sequence[PoolingBenchmark]) -> str:
     devices = ', '.join(sorted({r.device for r in results}))
     return (f'device: {devices}. FLOPs: one inference forward of the batch, '
-            f'multiply-add = 1, attention counted. Times: median. Peak: '
+            f'multiply-add = 1, attention counted. Times: median of '
+            f'torch.utils.benchmark.Timer blocks, IQR: their interquartile '
+            f'range, threads: intra-op threads. Peak: '
             f'largest total size of tensors live at once (freed after last '
             f'use, parameters excluded), inference forward / training '
             f'forward+backward.')

@@ -6,8 +6,8 @@ import torch.nn as nn
 from mmdet.registry import MODELS
 from mmdet.utils import get_test_pipeline_cfg
 from mmengine.config import Config
+from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
-from mmengine.utils import import_modules_from_strings
 
 __all__ = ['load_config', 'check_input_size', 'infer_input_size',
            'build_from_config', 'SCOPES']
@@ -16,9 +16,9 @@ SCOPES = ('backbone', 'detector')
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
-    """Read a config, merge ``cfg_options`` (``{'model.backbone.x': v}``, as
-    mmdet's ``--cfg-options``), import its ``custom_imports`` and set
-    mmdet's scope.
+    """Read a config (``Config.fromfile`` imports its ``custom_imports``),
+    merge ``cfg_options`` (``{'model.backbone.x': v}``, as mmdet's
+    ``--cfg-options``) and set mmdet's scope.
 
     Raises:
         FileNotFoundError: if ``path`` is not a file.
@@ -28,8 +28,6 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     cfg = Config.fromfile(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    if cfg.get('custom_imports'):
-        import_modules_from_strings(**cfg['custom_imports'])
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     return cfg
 
@@ -86,11 +84,14 @@ def infer_input_size(cfg: Config) -> Tuple[int, int]:
 
 def build_from_config(cfg: Config, scope: str) -> nn.Module:
     """Build ``cfg.model`` (scope 'detector') or only its backbone, in eval
-    mode, with its initial (random) weights."""
+    mode, with its initial (random) weights, SyncBN reverted to BN (as
+    mmdet's ``init_detector`` and analysis tools do), so that it runs
+    without a process group."""
     if scope not in SCOPES:
         raise ValueError(f'scope must be one of {SCOPES}, got {scope!r}')
-    model = MODELS.build(cfg.model if scope == 'detector' else
-                         cfg.model.backbone)
+    model = revert_sync_batchnorm(
+        MODELS.build(cfg.model if scope == 'detector' else
+                     cfg.model.backbone))
     # Not ``return model.eval()``: mmdet's backbones override ``train()``
     # and return None.
     model.eval()

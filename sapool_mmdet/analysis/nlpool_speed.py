@@ -13,7 +13,7 @@ give the same outputs and input gradients, then times forward + backward
 and traces their peak memory.
 """
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -32,13 +32,18 @@ AUTHORS_NLPOOL = dict(type='NLPool', num_heads=2, pos_embed='rowcol',
 
 @dataclass
 class NLPoolSpeedResult:
-    """Times in ms (median), peaks in bytes (fwd + bwd, see memory.py)."""
+    """Times in ms (median and interquartile range of the timed blocks, at
+    ``threads`` intra-op threads), peaks in bytes (fwd + bwd, see
+    memory.py)."""
     shape: tuple
     patch_size: int
     stride: int
     nlpool_ms: float
     reference_ms: float
     speedup: float
+    nlpool_iqr_ms: float
+    reference_iqr_ms: float
+    threads: int
     nlpool_peak_bytes: int
     reference_peak_bytes: int
     max_output_diff: float
@@ -57,9 +62,12 @@ def _forward_backward(module: torch.nn.Module, x: torch.Tensor):
 
 def compare_nlpool_with_reference(shape: Sequence[int] = (8, 16, 160, 160),
                                   patch_size: int = 2, stride: int = 2,
-                                  repeats: int = 3, warmup: int = 1,
+                                  min_run_time: float = 1.0,
+                                  max_run_time: float = 10.0,
                                   device: str = 'cpu',
-                                  seed: int = 0) -> NLPoolSpeedResult:
+                                  seed: int = 0,
+                                  threads: Optional[int] = None
+                                  ) -> NLPoolSpeedResult:
     """Check NLPool (with :data:`AUTHORS_NLPOOL`) equals the transcription
     of the authors' module, then time and trace both.
 
@@ -68,10 +76,14 @@ def compare_nlpool_with_reference(shape: Sequence[int] = (8, 16, 160, 160),
             first down-sampling at a 320x320 input, batch 8.
         patch_size (int): eps_p. Default: 2.
         stride (int): s. Default: 2.
-        repeats (int): Timed runs per module. Default: 3.
-        warmup (int): Untimed runs first. Default: 1.
+        min_run_time (float): Seconds to time each module at least, see
+            :func:`~.latency.measure_latency`. Default: 1.0.
+        max_run_time (float): Seconds to time each module at most.
+            Default: 10.0.
         device (str): 'cpu' or 'cuda'. Default: 'cpu'.
         seed (int): Weight and input seed. Default: 0.
+        threads (int, optional): Intra-op threads; None keeps
+            ``torch.get_num_threads()``. Default: None.
     """
     torch.manual_seed(seed)
     device = torch.device(device)
@@ -92,13 +104,15 @@ def compare_nlpool_with_reference(shape: Sequence[int] = (8, 16, 160, 160),
     times, peaks = {}, {}
     for name, module in (('nlpool', pool), ('reference', reference)):
         times[name] = measure_latency(lambda: _forward_backward(module, x),
-                                      repeats, warmup, device)
+                                      min_run_time, max_run_time, threads)
         x.grad = None
         trace = trace_activations(
             module, lambda: _forward_backward(module, x), inputs=[x],
             keep=lambda: [x.grad])
         peaks[name] = trace.peak_bytes
+    ours, theirs = times['nlpool'], times['reference']
     return NLPoolSpeedResult(
-        tuple(shape), patch_size, stride, times['nlpool'],
-        times['reference'], times['reference'] / times['nlpool'],
-        peaks['nlpool'], peaks['reference'], max_output_diff, max_grad_diff)
+        tuple(shape), patch_size, stride, ours.median_ms, theirs.median_ms,
+        theirs.median_ms / ours.median_ms, ours.iqr_ms, theirs.iqr_ms,
+        ours.threads, peaks['nlpool'], peaks['reference'], max_output_diff,
+        max_grad_diff)

@@ -40,7 +40,8 @@ def summary_rows(reports: Sequence[ModelReport]) -> List[List[str]]:
     ref = reports[0] if len(reports) > 1 else None
     rows = [['config', 'scope', 'input HxW', 'params (M)', 'FLOPs (G)',
              'peak act. fp32 (MiB)', 'peak act. int8 (MiB)',
-             'total act. (MiB)', 'latency (ms)', 'layer at the peak']]
+             'total act. (MiB)', 'latency (ms)', 'IQR (ms)', 'threads',
+             'layer at the peak']]
     for report in reports:
 
         def cell(value: float, text: str, attribute: str) -> str:
@@ -62,6 +63,7 @@ def summary_rows(reports: Sequence[ModelReport]) -> List[List[str]]:
                  'total_activation_bytes'),
             cell(report.latency_ms, f'{report.latency_ms:.1f}',
                  'latency_ms'),
+            f'{report.latency_iqr_ms:.1f}', str(report.latency_threads),
             report.peak_layer,
         ])
     return rows
@@ -91,7 +93,10 @@ def _definitions() -> str:
     return ('peak act.: largest total size of the tensors live at once '
             'along the forward pass (every tensor freed after its last use; '
             'parameters excluded); total act.: all activations created. '
-            'FLOPs: multiply-add = 1, attention included.')
+            'FLOPs: multiply-add = 1, attention included. latency: median '
+            'time of one forward (torch.utils.benchmark.Timer), IQR: '
+            'interquartile range of the timed blocks, threads: intra-op '
+            'threads.')
 
 
 def _options(reports: Sequence[ModelReport]) -> str:

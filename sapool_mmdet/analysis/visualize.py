@@ -19,15 +19,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmdet.apis import init_detector
 from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
 from mmdet.utils import get_test_pipeline_cfg
 from mmengine.dataset import Compose, pseudo_collate
-from mmengine.runner import load_checkpoint
 from mmengine.utils import ProgressBar
 
 from ..fileio import atomic_open
 from ..pooling import POOLING, WeightedPool
-from .config import build_from_config, load_config
 
 __all__ = ['PoolingLayers', 'find_pooling_layers', 'load_detector',
            'ImageMaps', 'compute_image_maps', 'render_image_maps',
@@ -79,26 +78,50 @@ def _check_file(path: str, what: str) -> None:
         raise FileNotFoundError(f'{what} {path!r} not found')
 
 
-def load_detector(config: str, checkpoint: str
+def _head_num_classes(model: nn.Module) -> Optional[int]:
+    """Classes of the detector's box head (one- or two-stage), if known."""
+    roi_head = getattr(model, 'roi_head', None)
+    for head in (getattr(model, 'bbox_head', None),
+                 getattr(roi_head, 'bbox_head', None)):
+        if isinstance(getattr(head, 'num_classes', None), int):
+            return head.num_classes
+    return None
+
+
+def load_detector(config: str, checkpoint: str, device: str = 'cpu'
                   ) -> Tuple[nn.Module, object, Sequence[str]]:
-    """Build the config's detector and load an mmengine checkpoint.
+    """Load a detector with ``mmdet.apis.init_detector``: build the
+    config's model (its ``custom_imports`` imported, SyncBN reverted to BN),
+    load an mmengine checkpoint and set ``dataset_meta``.
+
+    The class names are those the checkpoint carries. A checkpoint without
+    them makes ``init_detector`` fall back to COCO's 80; when that count
+    does not match the box head and the config's test dataset names as
+    many classes as the head has, those are used instead.
+
+    Args:
+        config (str): mmdet config file.
+        checkpoint (str): mmengine checkpoint of that config's detector.
+        device (str): Device to put the detector on. Default: 'cpu'.
 
     Returns:
-        tuple: (detector in eval mode, config, class names from the
-        checkpoint's ``dataset_meta`` or else the config's test dataset).
+        tuple: (detector in eval mode, its config, class names).
     """
     _check_file(config, 'config file')
     _check_file(checkpoint, 'checkpoint')
-    cfg = load_config(config)
-    model = build_from_config(cfg, 'detector')
-    loaded = load_checkpoint(model, checkpoint, map_location='cpu')
-    meta = loaded.get('meta', {}) if isinstance(loaded, dict) else {}
-    classes = meta.get('dataset_meta', {}).get('classes')
-    if classes is None:
-        dataset = cfg.get('test_dataloader', {}).get('dataset', {})
-        classes = dataset.get('metainfo', {}).get('classes', ())
-    model.eval()
-    return model, cfg, tuple(classes)
+    # palette: no drawing of boxes here, so the test dataset need not be
+    # built to find one.
+    model = init_detector(config, checkpoint, palette='random',
+                          device=device)
+    classes = tuple(model.dataset_meta.get('classes', ()))
+    num_classes = _head_num_classes(model)
+    if num_classes is not None and len(classes) != num_classes:
+        dataset = model.cfg.get('test_dataloader', {}).get('dataset', {})
+        named = tuple(dataset.get('metainfo', {}).get('classes', ()))
+        if len(named) == num_classes:
+            classes = named
+            model.dataset_meta['classes'] = classes
+    return model, model.cfg, classes
 
 
 @dataclass
@@ -339,7 +362,8 @@ def _output_name(image_path: str, used: set) -> str:
 def visualize_pooling(config: str, checkpoint: str,
                       images: Sequence[str], out_dir: str,
                       gradcam: bool = False,
-                      progress: bool = True) -> Tuple[List[str], str]:
+                      progress: bool = True,
+                      device: str = 'cpu') -> Tuple[List[str], str]:
     """Write one PNG per image with a panel per weighted pooling layer.
 
     Args:
@@ -351,6 +375,7 @@ def visualize_pooling(config: str, checkpoint: str,
         gradcam (bool): Add a row of Grad-CAM maps of the top detection's
             score at each layer's output. Default: False.
         progress (bool): Show a progress bar on stderr. Default: True.
+        device (str): Device to run the detector on. Default: 'cpu'.
 
     Returns:
         tuple: (written PNG paths, message about pooling layers without a
@@ -362,7 +387,7 @@ def visualize_pooling(config: str, checkpoint: str,
     """
     for image in images:
         _check_file(image, 'image')
-    model, cfg, class_names = load_detector(config, checkpoint)
+    model, cfg, class_names = load_detector(config, checkpoint, device)
     layers = find_pooling_layers(model)
     if not layers.weighted:
         found = layers.unweighted_message() or (

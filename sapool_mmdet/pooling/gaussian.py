@@ -8,7 +8,7 @@ from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule
 
 from .builder import POOLING, check_choice, check_positive_int
-from .weighted_average import window_broadcast
+from .weighted_average import autocast_off, upcast, window_broadcast
 
 __all__ = ['GaussianPool']
 
@@ -38,6 +38,11 @@ class GaussianPool(BaseModule):
     covers (edge windows of non-divisible sizes cover fewer), computed as
     sqrt(max(mean((x - mu_X)^2), eps)) so single-pixel windows have a finite
     gradient.
+
+    Mixed precision: the window statistics, the noise and the output
+    mu_X + softplus(eta) * sigma_X are computed in float32 (float16 squares
+    overflow once |x - mu_X| > 256); the bottleneck convs run in the
+    autocast dtype. The output has the input's dtype.
 
     With BN in the bottleneck, training needs more than one sample per batch
     (BN normalises over the batch of 1 x 1 maps); use GN or SyncBN otherwise.
@@ -88,16 +93,20 @@ class GaussianPool(BaseModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.stride
-        window_mean = F.avg_pool2d(x, s, s, ceil_mode=True)
-        centred = x - window_broadcast(window_mean, s, x.shape[-2:])
-        window_var = F.avg_pool2d(centred.square(), s, s, ceil_mode=True)
-        window_std = window_var.clamp(min=self.eps).sqrt()
-
         hidden = self.bottleneck(x)
-        eta = self.to_mean(hidden)
-        if self.training:
-            noise_shape = (window_mean.shape if self.noise == 'pixel' else
-                           eta.shape)
-            noise = torch.randn(noise_shape, dtype=x.dtype, device=x.device)
-            eta = eta + self.to_std(hidden) * noise
-        return window_mean + F.softplus(eta) * window_std
+        eta = upcast(self.to_mean(hidden))
+        eta_std = upcast(self.to_std(hidden)) if self.training else None
+        with autocast_off(x):
+            values = upcast(x)
+            window_mean = F.avg_pool2d(values, s, s, ceil_mode=True)
+            centred = values - window_broadcast(window_mean, s, x.shape[-2:])
+            window_var = F.avg_pool2d(centred.square(), s, s, ceil_mode=True)
+            window_std = window_var.clamp(min=self.eps).sqrt()
+            if eta_std is not None:
+                noise_shape = (window_mean.shape if self.noise == 'pixel'
+                               else eta.shape)
+                noise = torch.randn(noise_shape, dtype=window_mean.dtype,
+                                    device=x.device)
+                eta = eta + eta_std * noise
+            pooled = window_mean + F.softplus(eta) * window_std
+        return pooled.to(x.dtype)

@@ -6,7 +6,7 @@ import torch.nn as nn
 from mmcv.cnn import ConvModule
 
 from .builder import POOLING, check_positive_int
-from .weighted_average import WeightedPool
+from .weighted_average import WeightedPool, upcast
 
 __all__ = ['build_importance_logit', 'LIPPool']
 
@@ -57,6 +57,10 @@ class LIPPool(WeightedPool):
     affine=True)`` come close. The importance of a pixel depends only on the
     conv's k x k neighbourhood: the pooling is local.
 
+    Mixed precision: the logit's conv and norm run in the autocast dtype,
+    exp in float32: LIP's own 12 * sigmoid gate reaches exp(12) = 162755,
+    past float16's largest value (65504).
+
     Args:
         in_channels (int): Channels C of input and output.
         stride (int): Window size and stride s.
@@ -79,4 +83,4 @@ class LIPPool(WeightedPool):
                                             norm_cfg, act_cfg)
 
     def pooling_weights(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logit(x).exp()
+        return upcast(self.logit(x)).exp()

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 
 from .builder import POOLING, check_choice, check_positive_int
+from .weighted_average import autocast_off, upcast
 
 __all__ = ['MixedPool']
 
@@ -36,6 +37,11 @@ class MixedPool(BaseModule):
     mean of an edge window cover the pixels that exist. The layer has no
     norm or activation.
 
+    Mixed precision: the gate's s x s conv and lambda run in float32 (the
+    gate is a sum of s^2 unnormalised products, and autocast would round
+    lambda to the reduced dtype); max, mean and the output keep the input's
+    dtype.
+
     Args:
         in_channels (int): Channels C of input and output.
         stride (int): Window size and stride s.
@@ -62,17 +68,19 @@ class MixedPool(BaseModule):
     def mixing_proportion(self, x: torch.Tensor) -> torch.Tensor:
         """Return lambda, broadcastable to the pooled output."""
         if self.mode == 'mixed':
-            return self.mix_logit.sigmoid()
+            return upcast(self.mix_logit).sigmoid()
         s = self.stride
         height, width = x.shape[-2:]
-        padded = F.pad(x, (0, -width % s, 0, -height % s))
-        mask = self.gate_mask.expand(self.in_channels, 1, s, s)
-        return F.conv2d(padded, mask, stride=s,
-                        groups=self.in_channels).sigmoid()
+        with autocast_off(x):
+            padded = F.pad(upcast(x), (0, -width % s, 0, -height % s))
+            mask = upcast(self.gate_mask).expand(self.in_channels, 1, s, s)
+            return F.conv2d(padded, mask, stride=s,
+                            groups=self.in_channels).sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.stride
         proportion = self.mixing_proportion(x)
         window_max = F.max_pool2d(x, s, s, ceil_mode=True)
         window_mean = F.avg_pool2d(x, s, s, ceil_mode=True)
-        return proportion * window_max + (1 - proportion) * window_mean
+        return (proportion * window_max +
+                (1 - proportion) * window_mean).to(x.dtype)

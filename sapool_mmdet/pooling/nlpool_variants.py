@@ -6,14 +6,28 @@ variants is LIP's 1x1 logit, not the authors' patch-size conv. See each
 class for what it computes and how that differs.
 """
 
-import mmcv.ops  # noqa: F401 (registers the 'DCNv2' conv layer)
 import torch
+from mmcv.ops import ModulatedDeformConv2dPack
 
 from .builder import POOLING
 from .lip import build_importance_logit
 from .self_attentive import NLPool
+from .weighted_average import autocast_off, upcast
 
-__all__ = ['DeformNLPool', 'MixNLPool', 'DeformMixNLPool']
+__all__ = ['Float32DeformConv2dPack', 'DeformNLPool', 'MixNLPool',
+           'DeformMixNLPool']
+
+
+class Float32DeformConv2dPack(ModulatedDeformConv2dPack):
+    """mmcv's DCNv2 (``ModulatedDeformConv2dPack``, the 'DCNv2' conv layer)
+    run in its parameters' dtype with autocast off: mmcv's deformable
+    kernels have no bfloat16 version, and in float16 the gradients of the
+    sampling offsets overflow for inputs of magnitude ~1000. Same arguments,
+    parameters and state-dict keys; the output has the input's dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast_off(x):
+            return super().forward(x.to(self.weight.dtype)).to(x.dtype)
 
 
 @POOLING.register_module()
@@ -32,6 +46,8 @@ class DeformNLPool(NLPool):
     form is used because, unlike mmcv's DCN, it has a bias for
     ``use_embed_norm=False``. Everything else, including the zero padding to
     a multiple of ``patch_size`` and hence the token grid, is NLPool's.
+    The deformable conv runs in float32 under autocast
+    (:class:`Float32DeformConv2dPack`).
 
     How it differs from the authors' 'dfmnlp': there, the full-resolution
     weight map is also resampled with the negated offsets before eq. 5 (so
@@ -43,7 +59,7 @@ class DeformNLPool(NLPool):
         See :class:`NLPool`.
     """
 
-    embed_conv_cfg = dict(type='DCNv2', deform_groups=1)
+    embed_conv_cfg = dict(type=Float32DeformConv2dPack, deform_groups=1)
 
 
 @POOLING.register_module()
@@ -78,7 +94,8 @@ class MixNLPool(NLPool):
                                                   self.norm_cfg)
 
     def pooling_weights(self, x: torch.Tensor) -> torch.Tensor:
-        return super().pooling_weights(x) * self.local_logit(x).exp()
+        return super().pooling_weights(x) * upcast(
+            self.local_logit(x)).exp()
 
 
 @POOLING.register_module()

@@ -9,7 +9,7 @@ from mmcv.cnn import ConvModule, build_norm_layer
 from .builder import POOLING, check_choice, check_positive_int
 from .positional import (LearnedPositionalEncoding, RowColPositionalEncoding,
                          SinePositionalEncoding)
-from .weighted_average import WeightedPool
+from .weighted_average import WeightedPool, upcast
 
 __all__ = ['MultiHeadSelfAttention', 'NLPool', 'embedding_width',
            'build_positional_encoding']
@@ -239,7 +239,9 @@ class NLPool(WeightedPool):
                 **({'align_corners': False}
                    if self.upsample == 'bilinear' else {}))
             restored = restored[..., :height, :width]
-        weights = self.restore_norm(restored)
+        # float32 from here on under autocast: exp without the sigmoid
+        # overflows float16 past 11, and eq. 5 runs in float32 anyway.
+        weights = upcast(self.restore_norm(restored))
         if self.use_sigmoid:
             weights = weights.sigmoid()
         if self.use_exp:

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from .builder import POOLING
-from .weighted_average import WeightedPool, window_broadcast
+from .weighted_average import (WeightedPool, autocast_off, upcast,
+                               window_broadcast)
 
 __all__ = ['SoftPool']
 
@@ -25,6 +26,10 @@ class SoftPool(WeightedPool):
     stays finite for any finite input. The window maximum is detached: the
     ratio does not depend on it, so its exact gradient is zero.
 
+    Mixed precision: the weights are computed in float32 (one exp per
+    pixel, cheap): rounded to bfloat16, every weight would carry a relative
+    error of up to 2^-8, and eq. 5 runs in float32 anyway.
+
     Args:
         in_channels (int): Channels C of input and output.
         stride (int): Window size and stride s.
@@ -36,7 +41,9 @@ class SoftPool(WeightedPool):
         super().__init__(in_channels, stride, init_cfg=init_cfg)
 
     def pooling_weights(self, x: torch.Tensor) -> torch.Tensor:
-        window_max = F.max_pool2d(x.detach(), self.stride, self.stride,
-                                  ceil_mode=True)
-        return (x - window_broadcast(window_max, self.stride,
-                                     x.shape[-2:])).exp()
+        with autocast_off(x):
+            values = upcast(x)
+            window_max = F.max_pool2d(values.detach(), self.stride,
+                                      self.stride, ceil_mode=True)
+            return (values - window_broadcast(window_max, self.stride,
+                                              x.shape[-2:])).exp()

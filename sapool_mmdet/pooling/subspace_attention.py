@@ -6,7 +6,7 @@ import torch.nn as nn
 from mmcv.cnn import ConvModule, build_norm_layer
 
 from .builder import POOLING, check_positive_int
-from .weighted_average import WeightedPool
+from .weighted_average import WeightedPool, upcast
 
 __all__ = ['SubspaceAttnPool']
 
@@ -44,6 +44,9 @@ class SubspaceAttnPool(WeightedPool):
     attention parameters. The weight of pixel (i, j) depends on its whole
     row and column in every subspace: the pooling is non-local at the cost
     of O((H + W) * g) attention features instead of NLPool's token attention.
+
+    Mixed precision: the convs, the MLP and the attention map run in the
+    autocast dtype; the rectification (sigmoid, exp) and eq. 5 in float32.
 
     Args:
         in_channels (int): Channels C of input and output.
@@ -94,6 +97,6 @@ class SubspaceAttnPool(WeightedPool):
                                           height + width)
         row_factors, col_factors = factors.split([height, width], dim=3)
         attention = torch.einsum('ngrh,ngrw->nghw', row_factors, col_factors)
-        weights = self.attention_norm(attention).sigmoid().exp()
+        weights = upcast(self.attention_norm(attention)).sigmoid().exp()
         return weights.repeat_interleave(self.in_channels // self.groups,
                                          dim=1)

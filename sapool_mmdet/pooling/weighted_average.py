@@ -1,5 +1,7 @@
-"""The weighted window average of eq. 5, shared by every weighted pooling."""
-from typing import Optional, Tuple
+"""The weighted window average of eq. 5, shared by every weighted pooling,
+and the float32 helpers the pooling methods use under mixed precision."""
+import contextlib
+from typing import ContextManager, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -7,8 +9,31 @@ from mmengine.model import BaseModule
 
 from .builder import check_positive_int
 
-__all__ = ['weighted_window_average', 'pooled_size', 'window_broadcast',
+__all__ = ['REDUCED_PRECISION', 'upcast', 'autocast_off',
+           'weighted_window_average', 'pooled_size', 'window_broadcast',
            'WeightedPool']
+
+#: The floating-point types that ``torch.autocast`` computes in.
+REDUCED_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def upcast(tensor: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 -> float32; any other dtype (float32, float64) is
+    returned unchanged, so double-precision checks stay double."""
+    return tensor.float() if tensor.dtype in REDUCED_PRECISION else tensor
+
+
+def autocast_off(tensor: torch.Tensor) -> ContextManager:
+    """A context in which ``torch.autocast`` is disabled on ``tensor``'s
+    device, so the operators inside run in the dtype of their inputs.
+
+    Devices that autocast does not know (e.g. 'meta') get a no-op context.
+    """
+    device_type = tensor.device.type
+    available = getattr(torch.amp, 'is_autocast_available', None)
+    if available is not None and not available(device_type):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, enabled=False)
 
 
 def pooled_size(size: int, stride: int) -> int:
@@ -54,18 +79,31 @@ def weighted_window_average(x: torch.Tensor, weights: torch.Tensor,
             False gives the official code's 'nowin' variant: the plain mean
             of pi * x over the window's pixels. Default: True.
 
+    Mixed precision: the products and window sums run in float32 (with
+    autocast off) whatever the dtypes of ``x`` and ``weights``: in float16,
+    pi * x overflows once |x| > 65504 / max(pi) (about 24000 for NLPool's
+    weights, which reach e), and a window sum rounds each term to 11 bits.
+    The result is returned in ``x``'s dtype, like every stock layer; with
+    ``window_norm`` it is a convex combination of the window's values, so
+    it cannot leave their range.
+
     Returns:
-        Tensor: (N, C, ceil(H/s), ceil(W/s)).
+        Tensor: (N, C, ceil(H/s), ceil(W/s)), dtype of ``x``.
     """
-    if stride == 1:
-        return x if window_norm else x * weights
-    numerator = F.avg_pool2d(x * weights, stride, stride, ceil_mode=True)
-    if not window_norm:
-        return numerator
-    # Both averages share the window's divisor, so their ratio is the ratio
-    # of window sums that eq. 5 asks for.
-    denominator = F.avg_pool2d(weights, stride, stride, ceil_mode=True)
-    return numerator / denominator
+    if stride == 1 and window_norm:
+        return x
+    with autocast_off(x):
+        values, weights = upcast(x), upcast(weights)
+        if stride == 1:
+            return (values * weights).to(x.dtype)
+        numerator = F.avg_pool2d(values * weights, stride, stride,
+                                 ceil_mode=True)
+        if window_norm:
+            # Both averages share the window's divisor, so their ratio is
+            # the ratio of window sums that eq. 5 asks for.
+            numerator = numerator / F.avg_pool2d(weights, stride, stride,
+                                                 ceil_mode=True)
+    return numerator.to(x.dtype)
 
 
 class WeightedPool(BaseModule):
