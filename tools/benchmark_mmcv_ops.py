@@ -1,7 +1,7 @@
 """Time the compiled mmcv ops the detectors use (NMS, RoIAlign, modulated
 deformable conv), e.g. to compare mmcv builds made with other compiler flags.
 
-    python tools/benchmark_mmcv_ops.py [--device cpu] [--min-run-time 1] [--threads N] [--json out.json]
+    python tools/benchmark_mmcv_ops.py [--device cpu] [--min-run-time S] [--max-run-time S] [--threads N] [--json out.json]
 """
 import argparse
 import json
@@ -9,6 +9,7 @@ import json
 import mmcv
 import torch
 
+from sapool_mmdet.analysis.latency import add_timing_arguments
 from sapool_mmdet.analysis.mmcv_ops import benchmark_mmcv_ops
 from sapool_mmdet.fileio import atomic_open
 
@@ -16,15 +17,11 @@ from sapool_mmdet.fileio import atomic_open
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--min-run-time', type=float, default=1.0,
-                        help='seconds of timed runs per op (default 1)')
-    parser.add_argument('--threads', type=int,
-                        help='intra-op threads (default: torch\'s default)')
+    add_timing_arguments(parser)
     parser.add_argument('--json', help='also write the rows to this file')
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rows = benchmark_mmcv_ops(args.device, args.min_run_time)
+    rows = benchmark_mmcv_ops(args.device, args.min_run_time,
+                              args.max_run_time, args.threads)
     print(f'mmcv {mmcv.__version__}, torch {torch.__version__}, '
           f'{args.device}, {rows[0]["threads"]} thread(s)')
     print('| op | input | median (ms) | IQR (ms) | runs |')

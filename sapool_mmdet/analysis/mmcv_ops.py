@@ -5,10 +5,12 @@ Used to check that a faster mmcv build (other compiler flags) does not slow
 them down: build once per set of flags, run :func:`benchmark_mmcv_ops` in
 each environment, compare the medians.
 """
-from typing import List
+from dataclasses import asdict
+from typing import List, Optional
 
 import torch
-from torch.utils.benchmark import Timer
+
+from .latency import measure_latency
 
 __all__ = ['benchmark_mmcv_ops']
 
@@ -44,27 +46,26 @@ def _cases(device: str) -> list:
 
 
 def benchmark_mmcv_ops(device: str = 'cpu',
-                       min_run_time: float = 1.0) -> List[dict]:
-    """Time each op with ``torch.utils.benchmark.Timer``.
+                       min_run_time: float = 0.5,
+                       max_run_time: float = 5.0,
+                       threads: Optional[int] = None) -> List[dict]:
+    """Time each op with :func:`~.latency.measure_latency`
+    (``torch.utils.benchmark.Timer``).
 
     Args:
         device (str): 'cpu' or a CUDA device. Default: 'cpu'.
-        min_run_time (float): Seconds of timed runs per op (blocked
-            autorange). Default: 1.0.
+        min_run_time (float): Seconds to time each op at least.
+            Default: 0.5.
+        max_run_time (float): Seconds after which an op's timing stops.
+            Default: 5.0.
+        threads (int, optional): Intra-op threads; None keeps torch's.
+            Default: None.
 
     Returns:
         list[dict]: Per op: ``op``, ``input``, ``median_ms``, ``iqr_ms``,
         ``runs`` and ``threads``.
     """
-    rows = []
-    threads = torch.get_num_threads()
-    for op, description, fn in _cases(device):
-        fn()  # warm-up: lazy initialisation, allocator
-        measurement = Timer(
-            stmt='fn()', globals={'fn': fn}, num_threads=threads,
-            label=op).blocked_autorange(min_run_time=min_run_time)
-        rows.append(dict(op=op, input=description,
-                         median_ms=measurement.median * 1e3,
-                         iqr_ms=measurement.iqr * 1e3,
-                         runs=len(measurement.times), threads=threads))
-    return rows
+    return [dict(op=op, input=description,
+                 **asdict(measure_latency(fn, min_run_time, max_run_time,
+                                          threads)))
+            for op, description, fn in _cases(device)]
