@@ -48,6 +48,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
         help='override config entries for every model')
+    parser.add_argument(
+        '--no-eval', action='store_true',
+        help='skip the test-set evaluations: sizes, latency and memory only')
     parser.add_argument('--json', metavar='FILE', help='write the results')
     parser.add_argument('--markdown', metavar='FILE',
                         help='write the table as Markdown')
@@ -65,7 +68,7 @@ def main() -> None:
         results = benchmark_deploy(
             [tuple(model) for model in args.model], args.out_dir,
             args.calib_images, args.calib_count, args.repeats, args.warmup,
-            args.threads, args.cfg_options)
+            args.threads, args.cfg_options, evaluate=not args.no_eval)
     except (FileNotFoundError, ValueError, ImportError) as error:
         sys.exit(f'error: {error}')
     print(benchmark_text(results), end='')

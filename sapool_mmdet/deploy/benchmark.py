@@ -95,8 +95,8 @@ def benchmark_deploy(models: Sequence[Tuple[str, str, str]],
                      repeats: int = 20,
                      warmup: int = 3,
                      threads: int = 1,
-                     cfg_options: Optional[dict] = None
-                     ) -> List[DeployBenchmark]:
+                     cfg_options: Optional[dict] = None,
+                     evaluate: bool = True) -> List[DeployBenchmark]:
     """Export, quantise, time and evaluate each detector.
 
     For each ``(name, config, checkpoint)``: export the detector to
@@ -118,6 +118,9 @@ def benchmark_deploy(models: Sequence[Tuple[str, str, str]],
         threads (int): Intra-op threads for PyTorch and onnxruntime.
             Default: 1.
         cfg_options (dict, optional): Config overrides for every model.
+        evaluate (bool): Evaluate the three runtimes on the test set; False
+            measures only what does not depend on the weights' quality
+            (sizes, latency, memory). Default: True.
 
     Returns:
         list[DeployBenchmark]: One per model.
@@ -130,7 +133,7 @@ def benchmark_deploy(models: Sequence[Tuple[str, str, str]],
             results.append(
                 _benchmark_one(name, config, checkpoint, out_dir,
                                calib_images, calib_count, repeats, warmup,
-                               threads, cfg_options))
+                               threads, cfg_options, evaluate))
     finally:
         torch.set_num_threads(saved_threads)
     return results
@@ -138,8 +141,8 @@ def benchmark_deploy(models: Sequence[Tuple[str, str, str]],
 
 def _benchmark_one(name: str, config: str, checkpoint: str, out_dir: str,
                    calib_images: str, calib_count: int, repeats: int,
-                   warmup: int, threads: int,
-                   cfg_options: Optional[dict]) -> DeployBenchmark:
+                   warmup: int, threads: int, cfg_options: Optional[dict],
+                   evaluate: bool) -> DeployBenchmark:
     folder = osp.join(out_dir, name)
     os.makedirs(folder, exist_ok=True)
     paths = {runtime: osp.join(folder, f'{runtime[5:]}.onnx')
@@ -183,7 +186,7 @@ def _benchmark_one(name: str, config: str, checkpoint: str, out_dir: str,
             lambda: session.run(None, {INPUT_NAME: image}), repeats, warmup)
 
     stamp = time.strftime('%Y%m%d_%H%M%S')
-    for runtime in RUNTIMES:
+    for runtime in RUNTIMES if evaluate else ():
         print(f'[{name}] evaluating {_HEADINGS[runtime]}')
         work_dir = osp.join(folder, runtime)
         options = dict(cfg_options or {},
@@ -210,6 +213,10 @@ def _mib(nbytes: float) -> str:
     return f'{nbytes / 2**20:.2f}'
 
 
+def _map_text(values: Dict[str, float], runtime: str) -> str:
+    return f'{values[runtime]:.1f}' if runtime in values else '-'
+
+
 def benchmark_rows(results: Sequence[DeployBenchmark]) -> List[List[str]]:
     """The table: one row per model and runtime."""
     rows = [['model', 'runtime', 'file (MiB)', 'latency (ms)', 'mAP@0.5',
@@ -223,8 +230,8 @@ def benchmark_rows(results: Sequence[DeployBenchmark]) -> List[List[str]]:
                 result.name, _HEADINGS[runtime],
                 _mib(result.model_bytes[runtime]),
                 f'{result.latency_ms[runtime]:.1f}',
-                f'{result.map50[runtime]:.1f}',
-                f'{result.map[runtime]:.1f}', _mib(peak)
+                _map_text(result.map50, runtime),
+                _map_text(result.map, runtime), _mib(peak)
             ])
     return rows
 

@@ -486,7 +486,8 @@ def _spatial_export_holds(onnx_bytes: bytes, model: nn.Module,
     if not _runs_at(model, inputs):
         return False
     try:
-        session = create_session(onnx_bytes)
+        # A failure here is an answer, not an error to log.
+        session = create_session(onnx_bytes, log_severity=4)
         return max_abs_difference(session, model,
                                   inputs) <= PARITY_TOLERANCE
     except Exception:  # onnxruntime raises its own exception types

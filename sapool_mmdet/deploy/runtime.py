@@ -27,13 +27,16 @@ __all__ = ['create_session', 'session_metadata', 'ONNXRuntimeDetector',
 
 
 def create_session(model: Union[str, bytes],
-                   num_threads: Optional[int] = None):
+                   num_threads: Optional[int] = None,
+                   log_severity: int = 3):
     """An onnxruntime CPU session for an ONNX file or serialised model.
 
     Args:
         model (str | bytes): Path of an ONNX file, or its bytes.
         num_threads (int, optional): Intra-op threads; None lets
             onnxruntime choose (one per core).
+        log_severity (int): onnxruntime's log level: 3 logs errors, 4
+            only fatal ones. Default: 3.
 
     Returns:
         onnxruntime.InferenceSession
@@ -42,7 +45,7 @@ def create_session(model: Union[str, bytes],
     if isinstance(model, str) and not osp.isfile(model):
         raise FileNotFoundError(f'ONNX file {model!r} not found')
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = log_severity
     if num_threads is not None:
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
