@@ -368,7 +368,7 @@ def export_module(model: nn.Module,
     nothing is written.
 
     Args:
-        model (nn.Module): The model, in eval mode.
+        model (nn.Module): The model; it is put in eval mode.
         out (str): ONNX file to write; its folder must exist.
         input_size (Sequence[int]): (H, W) of the traced input (batch 1,
             3 channels).
@@ -443,6 +443,7 @@ def export_module(model: nn.Module,
                 f'needed); the batch stays dynamic')
             onnx_bytes = _trace_to_onnx(wrapped, inputs, names, opset,
                                         _dynamic_axes(names, spatial=False))
+    # Loading the graph checks that onnxruntime has a kernel for every node.
     session = create_session(onnx_bytes)
     max_abs_diff = None
     if verify:
