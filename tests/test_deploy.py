@@ -1,0 +1,315 @@
+"""ONNX export, onnxruntime evaluation and int8 quantisation.
+
+Every exportable pooling method is exported in a small backbone and checked
+against PyTorch; a freshly initialised SSD is exported through the
+command-line tool and evaluated through mmdet's test loop in onnxruntime,
+and its detections are compared with PyTorch's on the same batches.
+"""
+import contextlib
+import io
+import json
+import os
+import os.path as osp
+import runpy
+import sys
+
+import numpy as np
+import pytest
+import torch
+from mmdet.registry import MODELS
+from mmengine.runner import Runner
+
+from sapool_mmdet.analysis import load_config
+from sapool_mmdet.datasets import make_synthetic_coco
+from sapool_mmdet.deploy import (PARITY_TOLERANCE, create_session,
+                                 evaluate_onnx, export_module, export_onnx,
+                                 exportable_pooling_methods,
+                                 find_unexportable, onnx_test_config,
+                                 session_metadata)
+from sapool_mmdet.pooling import POOLING
+
+import onnx  # noqa: E402  (the deploy extra; its absence must fail, not skip)
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'ssd_mbv2_nlp.py')
+REFUSED = ('DeformNLPool', 'DeformMixNLPool')
+EXPORTABLE = sorted(set(POOLING.module_dict) - set(REFUSED))
+SIZE = 96
+
+
+def small_backbone(method: str) -> torch.nn.Module:
+    """A narrow MobileNetV2 whose every down-sampling stage is ``method``."""
+    backbone = MODELS.build(
+        dict(type='NLPoolMobileNetV2', widen_factor=0.25, out_indices=(1, 2),
+             pooling=dict(type=method)))
+    backbone.eval()
+    return backbone
+
+
+def run_tool(tool: str, *args: str) -> str:
+    """Run ``tools/<tool>`` in this process, as its command line would;
+    return what it printed."""
+    saved = sys.argv
+    sys.argv = [tool, *args]
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            runpy.run_path(osp.join(ROOT, 'tools', tool), run_name='__main__')
+    finally:
+        sys.argv = saved
+    return printed.getvalue()
+
+
+def run_onnx(path: str, inputs: torch.Tensor) -> list:
+    return create_session(path, num_threads=1).run(
+        None, {'input': inputs.numpy()})
+
+
+def test_exportable_methods_are_all_but_the_deformable_ones():
+    assert exportable_pooling_methods() == EXPORTABLE
+    assert len(EXPORTABLE) == len(POOLING.module_dict) - 2
+
+
+@pytest.mark.parametrize('method', EXPORTABLE)
+def test_every_exportable_method_matches_pytorch(tmp_path, method):
+    backbone = small_backbone(method)
+    out = str(tmp_path / f'{method}.onnx')
+    # 26x38: odd sizes, so the edge windows of every pooling are partial.
+    result = export_module(backbone, out, (26, 38), verify=True)
+    assert result.max_abs_diff <= PARITY_TOLERANCE
+    assert result.output_names == ['feats_0', 'feats_1']
+    assert any(isinstance(m, POOLING.get(method)) for m in backbone.modules())
+    model = onnx.load(out)
+    onnx.checker.check_model(model)
+    if 'NLPool' in method:  # attention made it into the graph
+        assert 'Softmax' in {node.op_type for node in model.graph.node}
+    assert os.listdir(tmp_path) == [f'{method}.onnx']  # no temporary file
+
+    inputs = torch.randn(1, 3, 26, 38,
+                         generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = backbone(inputs)
+    got = run_onnx(out, inputs)
+    assert [g.shape for g in got] == [tuple(e.shape) for e in expected]
+    for ours, theirs in zip(got, expected):
+        np.testing.assert_allclose(ours, theirs.numpy(), rtol=0, atol=1e-4)
+
+
+def test_dynamic_export_runs_at_other_batch_and_size(tmp_path):
+    backbone = small_backbone('NLPool')
+    out = str(tmp_path / 'dynamic.onnx')
+    # Traced at a size that needs padding to the patch size, the graph pads
+    # by the computed amount and so holds at every size.
+    result = export_module(backbone, out, (27, 37), dynamic=True,
+                           verify=True)
+    assert result.dynamic_batch and result.dynamic_spatial
+    assert result.notes == []
+    inputs = torch.randn(3, 3, 45, 29)
+    with torch.no_grad():
+        expected = backbone(inputs)
+    for ours, theirs in zip(run_onnx(out, inputs), expected):
+        np.testing.assert_allclose(ours, theirs.numpy(), rtol=0, atol=1e-4)
+
+
+def test_dynamic_export_keeps_a_size_the_trace_cannot_leave(tmp_path):
+    backbone = small_backbone('NLPool')
+    out = str(tmp_path / 'batch_only.onnx')
+    # At 32x32 no padding is traced, so other sizes would go wrong: the
+    # export keeps the size fixed and says so; the batch stays dynamic.
+    result = export_module(backbone, out, (32, 32), dynamic=True,
+                           verify=True)
+    assert result.dynamic_batch and not result.dynamic_spatial
+    assert 'fixed at 32x32' in result.notes[0]
+    shape = create_session(out).get_inputs()[0].shape
+    assert shape[1:] == [3, 32, 32] and isinstance(shape[0], str)
+    inputs = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = backbone(inputs)
+    for ours, theirs in zip(run_onnx(out, inputs), expected):
+        np.testing.assert_allclose(ours, theirs.numpy(), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize('method', REFUSED)
+def test_deformable_methods_are_refused_and_nothing_is_written(
+        tmp_path, method):
+    backbone = small_backbone(method)
+    layers = find_unexportable(backbone)
+    assert layers and {layer.method for layer in layers} == {method}
+    out = str(tmp_path / 'refused.onnx')
+    with pytest.raises(ValueError, match=method) as error:
+        export_module(backbone, out, (32, 32))
+    assert 'ModulatedDeformConv2d' in str(error.value)
+    assert 'NLPool' in str(error.value).split('Methods that export:')[1]
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture(scope='module')
+def tiny_ssd(tmp_path_factory):
+    """A freshly initialised demo SSD at 96x96 on 3 synthetic images, its
+    checkpoint, and the exported float32 detector."""
+    root = tmp_path_factory.mktemp('deploy')
+    data_root = str(root / 'data')
+    make_synthetic_coco(data_root, num_train=2, num_val=3,
+                        image_size=(SIZE, SIZE), seed=3)
+    config = root / 'tiny_ssd.py'
+    config.write_text(f"""
+_base_ = {DEMO_CONFIG!r}
+data_root = {data_root + '/'!r}
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=({SIZE}, {SIZE}), keep_ratio=False),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs', meta_keys=(
+        'img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
+val_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+test_evaluator = val_evaluator
+model = dict(
+    bbox_head=dict(anchor_generator=dict(
+        strides=[16, 32, 48, 96, 96, 96],
+        min_sizes=[14, 30, 45, 61, 76, 91],
+        max_sizes=[30, 45, 61, 76, 91, 96])))
+""")
+    cfg = load_config(str(config))
+    torch.manual_seed(0)
+    detector = MODELS.build(cfg.model)
+    detector.init_weights()
+    checkpoint = str(root / 'fresh.pth')
+    torch.save(dict(state_dict=detector.state_dict()), checkpoint)
+    onnx_file = str(root / 'ssd.onnx')
+    printed = run_tool('export_onnx.py', str(config), checkpoint, '--out',
+                       onnx_file, '--verify')
+    assert 'verified: max abs difference to PyTorch' in printed
+    return dict(root=root, config=str(config), checkpoint=checkpoint,
+                onnx=onnx_file, data_root=data_root)
+
+
+def detections(model: torch.nn.Module, cfg) -> list:
+    """(boxes, scores, labels) per image of the config's test set."""
+    loader = Runner.build_dataloader(cfg.test_dataloader)
+    found = []
+    model.eval()
+    with torch.no_grad():
+        for data in loader:
+            for sample in model.test_step(data):
+                pred = sample.pred_instances
+                order = torch.argsort(pred.scores, descending=True)
+                found.append((pred.bboxes[order], pred.scores[order],
+                              pred.labels[order]))
+    return found
+
+
+@pytest.mark.slow
+def test_detector_export_gives_pytorch_detections(tiny_ssd):
+    session = create_session(tiny_ssd['onnx'])
+    metadata = session_metadata(session)
+    assert metadata['scope'] == 'detector'
+    assert metadata['input_size'] == [SIZE, SIZE]
+    assert metadata['output_groups'] == [['cls_scores', 6], ['bbox_preds', 6]]
+
+    cfg = load_config(tiny_ssd['config'])
+    detector = MODELS.build(cfg.model)
+    detector.load_state_dict(
+        torch.load(tiny_ssd['checkpoint'])['state_dict'])
+    onnx_cfg = onnx_test_config(tiny_ssd['config'], tiny_ssd['onnx'])
+    onnx_detector = MODELS.build(onnx_cfg.model)
+    ours = detections(onnx_detector, onnx_cfg)
+    theirs = detections(detector, cfg)
+    assert len(ours) == len(theirs) == 3
+    for (boxes, scores, labels), (ref_boxes, ref_scores, ref_labels) in zip(
+            ours, theirs):
+        assert len(scores) == len(ref_scores) > 0
+        torch.testing.assert_close(scores, ref_scores, rtol=0, atol=1e-5)
+        torch.testing.assert_close(boxes, ref_boxes, rtol=0, atol=1e-3)
+        assert torch.equal(labels, ref_labels)
+
+
+@pytest.mark.slow
+def test_test_onnx_writes_the_same_report_as_pytorch(tiny_ssd):
+    onnx_dir = str(tiny_ssd['root'] / 'work_onnx')
+    run_tool('test_onnx.py', tiny_ssd['config'], tiny_ssd['onnx'],
+             '--work-dir', onnx_dir, '--threads', '1')
+    with open(osp.join(onnx_dir, 'driving_metrics.json')) as f:
+        onnx_report = json.load(f)
+    assert osp.isfile(osp.join(onnx_dir, 'driving_metrics.md'))
+
+    cfg = load_config(tiny_ssd['config'])
+    cfg.work_dir = str(tiny_ssd['root'] / 'work_torch')
+    cfg.load_from = tiny_ssd['checkpoint']
+    Runner.from_cfg(cfg).test()
+    with open(osp.join(cfg.work_dir, 'driving_metrics.json')) as f:
+        torch_report = json.load(f)
+    assert onnx_report['num_images'] == torch_report['num_images'] == 3
+    for key in ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75'):
+        assert abs(onnx_report[key] - torch_report[key]) <= 1e-3
+
+
+@pytest.mark.slow
+def test_int8_export_correlates_with_float32_and_evaluates(tiny_ssd):
+    out = str(tiny_ssd['root'] / 'ssd_int8.onnx')
+    images = osp.join(tiny_ssd['data_root'], 'val')
+    result = export_onnx(tiny_ssd['config'], tiny_ssd['checkpoint'], out,
+                         int8=True, calib_images=images, calib_count=3)
+    assert result.int8 and session_metadata(create_session(out))['int8']
+    model = onnx.load(out)
+    ops = {node.op_type for node in model.graph.node}
+    assert {'QuantizeLinear', 'DequantizeLinear'} <= ops
+    assert result.num_bytes < 0.5 * os.path.getsize(tiny_ssd['onnx'])
+
+    inputs = torch.randn(1, 3, SIZE, SIZE,
+                         generator=torch.Generator().manual_seed(7))
+    for fp32, int8 in zip(run_onnx(tiny_ssd['onnx'], inputs),
+                          run_onnx(out, inputs)):
+        assert np.corrcoef(fp32.ravel(), int8.ravel())[0, 1] > 0.95
+
+    work_dir = str(tiny_ssd['root'] / 'work_int8')
+    metrics = evaluate_onnx(tiny_ssd['config'], out, work_dir,
+                            num_threads=1)
+    assert 'coco/bbox_mAP_50' in metrics
+    assert osp.isfile(osp.join(work_dir, 'driving_metrics.json'))
+
+
+@pytest.mark.slow
+def test_bad_input_gives_clear_errors_and_writes_nothing(tiny_ssd, tmp_path):
+    config, checkpoint = tiny_ssd['config'], tiny_ssd['checkpoint']
+    out = str(tmp_path / 'model.onnx')
+    with pytest.raises(FileNotFoundError, match='checkpoint file .*missing'):
+        export_onnx(config, str(tmp_path / 'missing.pth'), out)
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        export_onnx(config, checkpoint, str(tmp_path / 'no' / 'model.onnx'))
+    with pytest.raises(ValueError, match='multiple of 32'):
+        export_onnx(config, checkpoint, out, input_size=(100, 100),
+                    cfg_options={'model.data_preprocessor.pad_size_divisor':
+                                 32})
+    with pytest.raises(ValueError, match='two positive integers'):
+        export_onnx(config, checkpoint, out, input_size=(0, 96))
+    with pytest.raises(ValueError, match='cannot take a 3x3 input'):
+        # an unpadded 5x5 conv needs at least 5x5
+        export_module(torch.nn.Conv2d(3, 4, 5), out, (3, 3))
+    with pytest.raises(ValueError, match='opset must be an integer from 14'):
+        export_onnx(config, checkpoint, out, opset=11)
+    with pytest.raises(ValueError, match='holds 3 images'):
+        export_onnx(config, checkpoint, out, int8=True, calib_count=5,
+                    calib_images=osp.join(tiny_ssd['data_root'], 'val'))
+    assert os.listdir(tmp_path) == []
+
+    backbone_file = str(tmp_path / 'backbone.onnx')
+    export_module(small_backbone('MaxPool'), backbone_file, (32, 32))
+    with pytest.raises(ValueError, match='not a detector export'):
+        evaluate_onnx(config, backbone_file,
+                      str(tiny_ssd['root'] / 'work_refused'))
+
+    with pytest.raises(SystemExit, match='error: checkpoint file'):
+        run_tool('export_onnx.py', config, str(tmp_path / 'missing.pth'),
+                 '--out', out)
+    assert os.listdir(tmp_path) == ['backbone.onnx']
+
+
+def test_missing_onnx_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, 'onnx', None)
+    with pytest.raises(ImportError, match=r'sapool_mmdet\[deploy\]'):
+        export_module(small_backbone('MaxPool'), str(tmp_path / 'x.onnx'),
+                      (32, 32))
