@@ -48,8 +48,8 @@ $(VENV)/.step-mmcv: $(VENV)/.step-torch
 	@touch $@
 
 $(VENV)/.step-mm: $(VENV)/.step-mmcv
-	@echo "[install] mmengine, mmdet, pycocotools, matplotlib, terminaltables, Pillow, openmim, pytest"
-	$(PIP_INSTALL) mmengine mmdet pycocotools matplotlib terminaltables Pillow openmim pytest
+	@echo "[install] mmengine, mmdet, pycocotools, matplotlib, terminaltables, Pillow, openmim, pytest, onnx, onnxruntime"
+	$(PIP_INSTALL) mmengine mmdet pycocotools matplotlib terminaltables Pillow openmim pytest onnx onnxruntime
 	@echo "[install] restoring the setuptools pin (openmim's openxlab downgrades it)"
 	$(PIP) install --quiet $(SETUPTOOLS)
 	@touch $@

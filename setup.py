@@ -29,6 +29,8 @@ setup(
     python_requires='>=3.8',
     install_requires=INSTALL_REQUIRES,
     extras_require={
+        # tools/export_onnx.py, tools/test_onnx.py, tools/benchmark_deploy.py
+        'deploy': ['onnx>=1.17', 'onnxruntime>=1.19'],
         'tests': ['pytest>=7'],
     },
 )
