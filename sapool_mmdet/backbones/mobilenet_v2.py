@@ -90,7 +90,7 @@ class NLPoolMobileNetV2(PoolingTrainMixin, MobileNetV2):
         else:
             self.stem_pool = None
         self.pruned_channels = pruned_channels
-        apply_pruned_widths(self, self.channel_groups(), pruned_channels)
+        apply_pruned_widths(self, pruned_channels)
 
     def channel_groups(self) -> List[ChannelGroup]:
         """The activation maps channel pruning can narrow, in execution

@@ -94,7 +94,7 @@ class NLPoolResNet(PoolingTrainMixin, ResNet):
         super().__init__(depth, num_stages=num_stages, strides=strides,
                          **kwargs)
         self.pruned_channels = pruned_channels
-        apply_pruned_widths(self, self.channel_groups(), pruned_channels)
+        apply_pruned_widths(self, pruned_channels)
 
     def channel_groups(self) -> List[ChannelGroup]:
         """The activation maps channel pruning can narrow, in execution

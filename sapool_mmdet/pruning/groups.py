@@ -134,6 +134,13 @@ class _Tracer:
                 f'it passes through {name} ({type(module).__name__}); '
                 f'pruning supports the pooling types {SUPPORTED_POOLS}')
 
+    def opaque(self, name: str, reason: str) -> None:
+        """A block the tracer cannot see into: its input map cannot be
+        pruned and its output map is not listed."""
+        if self.current is not None:
+            self._unsupported(f'{name} reads it and {reason}')
+        self.current = ChannelGroup(name, 0, unsupported=reason)
+
     def output(self) -> None:
         """The current map is a backbone output: its width is the neck's."""
         if self.current is not None:
@@ -189,8 +196,9 @@ def mobilenet_v2_groups(backbone: nn.Module) -> List[ChannelGroup]:
 
     def trace_block(tracer: _Tracer, name: str, block: nn.Module) -> None:
         if getattr(block, 'with_se', False):
-            raise TypeError(f'{name} has a squeeze-excitation layer, which '
-                            f'channel pruning does not handle')
+            tracer.opaque(name, 'has a squeeze-excitation layer, which '
+                          'channel pruning does not handle')
+            return
         block_input = tracer.current
         if block.with_expand_conv:
             tracer.conv(*_mnv2_unit(f'{name}.expand_conv', block.expand_conv),
@@ -237,8 +245,9 @@ def resnet_groups(backbone: nn.Module) -> List[ChannelGroup]:
     def trace_block(tracer: _Tracer, name: str, block: nn.Module) -> None:
         if getattr(block, 'with_dcn', False) or getattr(
                 block, 'with_plugins', False):
-            raise TypeError(f'{name} has deformable convs or plugins, which '
-                            f'channel pruning does not handle')
+            tracer.opaque(name, 'has deformable convs or plugins, which '
+                          'channel pruning does not handle')
+            return
         block_input = tracer.current
         depth = 3 if hasattr(block, 'conv3') else 2
         for k in range(1, depth):
@@ -415,7 +424,7 @@ def narrow_groups_(backbone: nn.Module, groups: Sequence[ChannelGroup],
                       in_index.get(conv))
 
 
-def apply_pruned_widths(backbone: nn.Module, groups: Sequence[ChannelGroup],
+def apply_pruned_widths(backbone: nn.Module,
                         widths: Optional[Dict[str, int]]) -> None:
     """Narrow a freshly built backbone to the widths of a compacted one: the
     map of group ``name`` keeps ``widths[name]`` channels (the backbones'
@@ -430,6 +439,7 @@ def apply_pruned_widths(backbone: nn.Module, groups: Sequence[ChannelGroup],
     if not isinstance(widths, dict):
         raise ValueError(f'pruned_channels must be a dict of convolution '
                          f'name -> channels kept, got {widths!r}')
+    groups = backbone.channel_groups()
     by_name = {g.name: g for g in groups}
     kept = {}
     for name, width in widths.items():
