@@ -12,7 +12,6 @@ import torch.nn as nn
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..pruning.groups import ChannelGroup, group_importance, select_groups
 
@@ -350,7 +349,8 @@ class ChannelPruningHook(Hook):
                  prune_rate: float = 0.3,
                  layers: Optional[Sequence[str]] = None,
                  seed: int = 0) -> None:
-        if (isinstance(sparsity, bool) or not isinstance(sparsity, (int, float))
+        if (isinstance(sparsity, bool)
+                or not isinstance(sparsity, (int, float))
                 or not 0 < sparsity < 1):
             raise ValueError(f'sparsity must be a number in (0, 1) (0.5 '
                              f'prunes half the channels: 2x), got '

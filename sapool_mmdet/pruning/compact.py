@@ -51,13 +51,15 @@ class CompactResult:
     memory: List['StageMemory'] = field(default_factory=list)
 
     def table(self) -> str:
-        """The per-map channel counts as a plain-text table."""
-        width = max([len('map')] + [len(n) for n in self.channels])
-        lines = [f'{"map":<{width}}  before  after', '-' * (width + 15)]
-        lines += [f'{name:<{width}}  {a:>6}  {b:>5}'
-                  for name, (a, b) in self.channels.items()]
-        lines.append(f'{"params":<{width}}  {self.params[0]:>6}  '
-                     f'{self.params[1]:>5}')
+        """The per-map channel counts and parameters as a plain table."""
+        rows = [('map', 'before', 'after')]
+        rows += [(name, str(a), str(b))
+                 for name, (a, b) in self.channels.items()]
+        rows.append(('params', str(self.params[0]), str(self.params[1])))
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        lines = [f'{a:<{widths[0]}}  {b:>{widths[1]}}  {c:>{widths[2]}}'
+                 for a, b, c in rows]
+        lines.insert(1, '-' * len(lines[0]))
         return '\n'.join(lines) + '\n'
 
 
@@ -104,8 +106,7 @@ def write_compact_config(cfg: Config, widths: Dict[str, int],
                          path: str) -> Config:
     """Write ``cfg`` with the backbone narrowed to ``widths``, without the
     pruning hook and without ``load_from``/``resume``; returns it."""
-    compact = Config(cfg.to_dict() if hasattr(cfg, 'to_dict')
-                     else cfg._cfg_dict.to_dict())
+    compact = Config(cfg.to_dict())
     compact.model.backbone.pruned_channels = dict(widths)
     hooks = [h for h in compact.get('custom_hooks', None) or []
              if h.get('type') not in PRUNING_HOOKS]
@@ -198,7 +199,8 @@ def compact_pruned(config: str,
     if not state or 'pruned' not in state:
         raise ValueError(
             f'{checkpoint} holds no channel-pruning masks: it was not '
-            f'trained with ChannelPruningHook (see configs/ssd_mbv2_nlp_cp.py)')
+            f'trained with ChannelPruningHook (see '
+            f'configs/ssd_mbv2_nlp_cp.py)')
     model = MODELS.build(cfg.model)
     model.load_state_dict(ckpt['state_dict'])
     model.eval()
@@ -213,31 +215,31 @@ def compact_pruned(config: str,
     compact_state = {k: v.detach().cpu()
                      for k, v in model.state_dict().items()}
     # Check the written config, not this in-place copy: a model built from
-    # it must load the weights strictly and give the same outputs.
-    tmp_config = osp.join(out_dir, f'.{stem}.check.py')
+    # it must load the weights strictly and give the same outputs. The
+    # config gets its name (an atomic rename) once the checkpoint is out.
+    tmp_config = osp.join(out_dir, f'.{stem}.{os.getpid()}.py')
     try:
         compact_cfg = write_compact_config(cfg, widths, tmp_config)
+        compact = MODELS.build(compact_cfg.model)
+        compact.load_state_dict(compact_state, strict=True)
+        compact.eval()
+        diff = _max_abs_diff(reference, _raw_outputs(compact, inputs))
+        if not diff <= atol:
+            raise RuntimeError(
+                f'the compact model\'s outputs differ from the pruned '
+                f'model\'s by {diff:.3g} > atol={atol}: are the pruned '
+                f'channels zero in {checkpoint}? Nothing was written.')
+        meta = dict(ckpt.get('meta') or {})
+        meta['channel_pruning_compacted'] = dict(
+            source=osp.basename(checkpoint), widths=widths,
+            pruned=state['pruned'], max_abs_diff=diff)
+        ckpt_path = osp.join(out_dir, stem + '.pth')
+        with atomic_open(ckpt_path, 'wb') as f:
+            torch.save(dict(meta=meta, state_dict=compact_state), f)
+        os.replace(tmp_config, config_path)
     finally:
         if osp.exists(tmp_config):
             os.unlink(tmp_config)
-    compact = MODELS.build(compact_cfg.model)
-    compact.load_state_dict(compact_state, strict=True)
-    compact.eval()
-    diff = _max_abs_diff(reference, _raw_outputs(compact, inputs))
-    if not diff <= atol:
-        raise RuntimeError(
-            f'the compact model\'s outputs differ from the pruned model\'s '
-            f'by {diff:.3g} > atol={atol}: are the pruned channels zero in '
-            f'{checkpoint}? Nothing was written.')
-
-    meta = dict(ckpt.get('meta') or {})
-    meta['channel_pruning_compacted'] = dict(
-        source=osp.basename(checkpoint), widths=widths,
-        pruned=state['pruned'], max_abs_diff=diff)
-    ckpt_path = osp.join(out_dir, stem + '.pth')
-    with atomic_open(ckpt_path, 'wb') as f:
-        torch.save(dict(meta=meta, state_dict=compact_state), f)
-    write_compact_config(cfg, widths, config_path)
     channels = {name: (before[name], widths[name]) for name in widths}
     result = CompactResult(config_path, ckpt_path, channels,
                            (params_before, _params(compact)), diff)

@@ -162,8 +162,9 @@ class _Tracer:
     def _check_norm(self, norm: Optional[str]) -> None:
         if norm is not None and not isinstance(self.modules[norm],
                                                _BatchNorm):
-            self._unsupported(f'{norm} is a {type(self.modules[norm]).__name__}'
-                              f'; pruning narrows batch norms only')
+            kind = type(self.modules[norm]).__name__
+            self._unsupported(f'{norm} is a {kind}; pruning narrows batch '
+                              f'norms only')
 
     def _unsupported(self, reason: str) -> None:
         if not self.current.unsupported:
@@ -448,7 +449,8 @@ def apply_pruned_widths(backbone: nn.Module,
             raise ValueError(
                 f'pruned_channels: {name!r} is not a convolution that '
                 f'produces a prunable activation map of this backbone; '
-                f'valid names: {[g.name for g in groups if not g.unsupported]}')
+                f'valid names: '
+                f'{[g.name for g in groups if not g.unsupported]}')
         if (isinstance(width, bool) or not isinstance(width, int)
                 or not 1 <= width <= group.channels):
             raise ValueError(
