@@ -408,10 +408,11 @@ class ChannelPruningHook(Hook):
         if self.pruner.masks is None:
             self.pruner.prune_initial()
         self.pruner.apply(self._optimizer(runner))
+        total = sum(g.channels for g in self.pruner.groups)
         runner.logger.info(
-            f'channel pruning: {self.pruner.target} channels pruned '
-            f'(sparsity {self.sparsity}) of the maps of '
-            f'{self.pruner.pruned_counts()} (pruned per map)')
+            f'channel pruning: {self.pruner.target} of {total} channels '
+            f'pruned (sparsity {self.sparsity}); pruned per map: '
+            f'{self.pruner.pruned_counts()}')
 
     def after_train_iter(self, runner, batch_idx: int,
                          data_batch=None, outputs=None) -> None:

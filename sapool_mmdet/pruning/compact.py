@@ -20,6 +20,7 @@ from mmengine.runner import CheckpointLoader
 
 from ..analysis.config import infer_input_size, load_config
 from ..analysis.memory import iter_tensors, trace_activations
+from ..engine.pruning import ChannelPruner, allocate
 from ..fileio import atomic_open
 from .groups import narrow_groups_, select_groups
 
@@ -107,7 +108,9 @@ def write_compact_config(cfg: Config, widths: Dict[str, int],
     """Write ``cfg`` with the backbone narrowed to ``widths``, without the
     pruning hook and without ``load_from``/``resume``; returns it."""
     compact = Config(cfg.to_dict())
-    compact.model.backbone.pruned_channels = dict(widths)
+    # A model compacted before keeps the widths of the maps not pruned again.
+    compact.model.backbone.pruned_channels = {
+        **(cfg.model.backbone.get('pruned_channels') or {}), **widths}
     hooks = [h for h in compact.get('custom_hooks', None) or []
              if h.get('type') not in PRUNING_HOOKS]
     compact.custom_hooks = hooks
@@ -123,7 +126,6 @@ def planned_widths(cfg: Config, sparsity: float,
     """The widths ``ChannelPruningHook(sparsity, layers=layers)`` starts
     from on ``cfg``'s backbone (every map pruned to the same fraction):
     the memory of a pruned network before it is trained."""
-    from ..engine.pruning import ChannelPruner, allocate
     backbone = MODELS.build(cfg.model.backbone)
     pruner = ChannelPruner(backbone, sparsity, layers)
     counts = allocate(pruner.target, [g.channels for g in pruner.groups],
