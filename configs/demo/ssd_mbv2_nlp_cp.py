@@ -6,16 +6,17 @@
 #   python tools/train.py configs/demo/ssd_mbv2_nlp_cp.py \
 #       --cfg-options load_from=work_dirs/demo/epoch_8.pth
 #   python tools/compact_pruned.py configs/demo/ssd_mbv2_nlp_cp.py \
-#       work_dirs/ssd_mbv2_nlp_cp/epoch_3.pth --out work_dirs/demo_cp
+#       work_dirs/ssd_mbv2_nlp_cp/epoch_1.pth --out work_dirs/demo_cp
 _base_ = './ssd_mbv2_nlp.py'
 
 custom_imports = dict(
     imports=['sapool_mmdet', 'sapool_mmdet.engine'],
     allow_failed_imports=False)
 
-# 3 epochs of 25 batches: pruning and regrowth every 10 iterations at a
-# rate decaying from 0.3, from a fifth of the demo's learning rate.
-max_epochs = 3
+# One epoch of 25 batches from a fifth of the demo's learning rate:
+# pruning to 2x before the first iteration, prune-and-regrow at iterations
+# 10 and 20 at a rate decaying from 0.3.
+max_epochs = 1
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 optim_wrapper = dict(optimizer=dict(lr=0.01))
 param_scheduler = [
