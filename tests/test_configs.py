@@ -41,7 +41,7 @@ EXPECTED_GRID = [
 NAME = re.compile(r'(?P<detector>ssd|yolov3|faster-rcnn)_'
                   r'(?P<backbone>mbv2|mbv2-035|r18|r50)_'
                   r'(?P<method>conv|lip|gaussian|rnnpool|nlp)'
-                  r'(?:_s(?P<s1>[24]))?')
+                  r'(?:_s(?P<s1>[24]))?(?P<cp>_cp)?')
 DETECTORS = {  # model type, head type, test input (width, height)
     'ssd': ('SingleStageDetector', 'SSDHead', (320, 320)),
     'yolov3': ('YOLOV3', 'YOLOV3Head', (608, 608)),
@@ -114,12 +114,14 @@ def test_configs_are_found():
 def test_file_name_says_what_the_config_holds(path):
     match = NAME.fullmatch(path.stem)
     assert match, (f'{path.name} does not follow '
-                   '{detector}_{backbone}_{method}[_s{s1}].py')
+                   '{detector}_{backbone}_{method}[_s{s1}][_cp].py')
     cfg = load(path)
     model_type, head_type, input_size = DETECTORS[match['detector']]
     assert cfg.model.type == model_type
     assert head_type in {v for k, v in walk(cfg.model) if k == 'type'}
     assert eval_input_size(cfg) == input_size
+    assert bool(match['cp']) == ('ChannelPruningHook' in str(
+        cfg.get('custom_hooks')))
 
     init_default_scope('mmdet')
     backbone = MODELS.build(cfg.model.backbone)

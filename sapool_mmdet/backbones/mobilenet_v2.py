@@ -1,5 +1,5 @@
 """MobileNetV2 whose down-sampling stages use any registered pooling."""
-from typing import Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from mmdet.models.backbones import MobileNetV2
@@ -7,6 +7,8 @@ from mmdet.registry import MODELS
 
 from ..pooling import build_pooling
 from ..pooling.builder import check_choice, with_defaults
+from ..pruning.groups import (ChannelGroup, apply_pruned_widths,
+                              mobilenet_v2_groups)
 from .pooled_stage import (POOL_POSITIONS, PoolingTrainMixin, assemble_stage,
                            check_strides, expand_stage_pooling, pool_channels,
                            split_stem_pooling)
@@ -47,6 +49,11 @@ class NLPoolMobileNetV2(PoolingTrainMixin, MobileNetV2):
             freezes them and ``norm_eval`` leaves their norms in training
             mode. See :class:`~.pooled_stage.PoolingTrainMixin`.
             Default: False.
+        pruned_channels (dict, optional): Channels kept in the activation
+            maps of a channel-pruned network, by the name of the conv that
+            produces the map (see :meth:`channel_groups`); every module
+            that holds those channels is built that narrow. Written by
+            ``tools/compact_pruned.py``. Default: None (full width).
         **kwargs: Every argument of mmdet's ``MobileNetV2`` (widen_factor,
             out_indices, frozen_stages, conv_cfg, norm_cfg, act_cfg,
             norm_eval, with_cp, pretrained, init_cfg). The pooling layers
@@ -60,6 +67,7 @@ class NLPoolMobileNetV2(PoolingTrainMixin, MobileNetV2):
                  pool_position: str = 'pre',
                  stem_pooling: Optional[dict] = None,
                  freeze_pooling: bool = False,
+                 pruned_channels: Optional[Dict[str, int]] = None,
                  **kwargs) -> None:
         self.freeze_pooling = bool(freeze_pooling)
         num_stages = len(MobileNetV2.arch_settings)
@@ -81,6 +89,13 @@ class NLPoolMobileNetV2(PoolingTrainMixin, MobileNetV2):
                 self.conv1.out_channels, stem_stride)
         else:
             self.stem_pool = None
+        self.pruned_channels = pruned_channels
+        apply_pruned_widths(self, pruned_channels)
+
+    def channel_groups(self) -> List[ChannelGroup]:
+        """The activation maps channel pruning can narrow, in execution
+        order (see :mod:`sapool_mmdet.pruning.groups`)."""
+        return mobilenet_v2_groups(self)
 
     def make_layer(self, out_channels: int, num_blocks: int, stride: int,
                    expand_ratio: int) -> torch.nn.Sequential:

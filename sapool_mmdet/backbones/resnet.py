@@ -1,5 +1,5 @@
 """ResNet whose down-sampling stages use any registered pooling."""
-from typing import Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -8,6 +8,8 @@ from mmdet.registry import MODELS
 
 from ..pooling import build_pooling
 from ..pooling.builder import check_choice, with_defaults
+from ..pruning.groups import (ChannelGroup, apply_pruned_widths,
+                              resnet_groups)
 from .pooled_stage import (POOL_POSITIONS, PoolingTrainMixin, assemble_stage,
                            check_strides, expand_stage_pooling, pool_channels,
                            split_stem_pooling)
@@ -55,6 +57,12 @@ class NLPoolResNet(PoolingTrainMixin, ResNet):
             mode. See :class:`~.pooled_stage.PoolingTrainMixin`.
             Default: False.
         num_stages (int): Stages, 1 to 4. Default: 4.
+        pruned_channels (dict, optional): Channels kept in the activation
+            maps of a channel-pruned network, by the name of the conv that
+            produces the map (see :meth:`channel_groups`); every module
+            that holds those channels, residual branches included, is built
+            that narrow. Written by ``tools/compact_pruned.py``.
+            Default: None (full width).
         **kwargs: Every other argument of mmdet's ``ResNet`` (in_channels,
             stem_channels, base_channels, dilations, out_indices, style,
             deep_stem, avg_down, frozen_stages, conv_cfg, norm_cfg,
@@ -72,6 +80,7 @@ class NLPoolResNet(PoolingTrainMixin, ResNet):
                  stem_pooling: Optional[dict] = None,
                  freeze_pooling: bool = False,
                  num_stages: int = 4,
+                 pruned_channels: Optional[Dict[str, int]] = None,
                  **kwargs) -> None:
         strides = check_strides(strides, num_stages)
         self.freeze_pooling = bool(freeze_pooling)
@@ -84,6 +93,13 @@ class NLPoolResNet(PoolingTrainMixin, ResNet):
             stem_pooling, 4)
         super().__init__(depth, num_stages=num_stages, strides=strides,
                          **kwargs)
+        self.pruned_channels = pruned_channels
+        apply_pruned_widths(self, pruned_channels)
+
+    def channel_groups(self) -> List[ChannelGroup]:
+        """The activation maps channel pruning can narrow, in execution
+        order (see :mod:`sapool_mmdet.pruning.groups`)."""
+        return resnet_groups(self)
 
     def _make_stem_layer(self, in_channels: int, stem_channels: int) -> None:
         super()._make_stem_layer(in_channels, stem_channels)
