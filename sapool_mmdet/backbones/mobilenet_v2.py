@@ -5,8 +5,7 @@ import torch
 from mmdet.models.backbones import MobileNetV2
 from mmdet.registry import MODELS
 
-from ..pooling import build_pooling
-from ..pooling.builder import check_choice, with_defaults
+from ..pooling.builder import check_choice
 from ..pruning.groups import (ChannelGroup, apply_pruned_widths,
                               mobilenet_v2_groups)
 from .pooled_stage import (POOL_POSITIONS, PoolingTrainMixin, assemble_stage,
@@ -84,9 +83,8 @@ class NLPoolMobileNetV2(PoolingTrainMixin, MobileNetV2):
         super().__init__(**kwargs)
         if stem_cfg is not None:
             self.conv1.conv.stride = (1, 1)
-            self.stem_pool = build_pooling(
-                with_defaults(stem_cfg, norm_cfg=self.norm_cfg),
-                self.conv1.out_channels, stem_stride)
+            self.stem_pool = self.build_pooling_layer(
+                stem_cfg, self.conv1.out_channels, stem_stride)
         else:
             self.stem_pool = None
         self.pruned_channels = pruned_channels
@@ -105,8 +103,7 @@ class NLPoolMobileNetV2(PoolingTrainMixin, MobileNetV2):
                                       expand_ratio)
         channels = pool_channels(self.pool_position, self.in_channels,
                                  out_channels)
-        pool = build_pooling(
-            with_defaults(pool_cfg, norm_cfg=self.norm_cfg), channels, stride)
+        pool = self.build_pooling_layer(pool_cfg, channels, stride)
         stage = super().make_layer(out_channels, num_blocks, 1, expand_ratio)
         return assemble_stage(list(stage), pool, self.pool_position)
 

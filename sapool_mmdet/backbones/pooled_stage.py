@@ -21,8 +21,9 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch.nn as nn
 from mmengine.model import Sequential
 
-from ..pooling import POOLING
-from ..pooling.builder import check_choice, check_positive_int
+from ..pooling import POOLING, build_pooling
+from ..pooling.builder import (check_choice, check_positive_int,
+                               with_defaults)
 
 __all__ = ['POOL_POSITIONS', 'assemble_stage', 'pool_channels',
            'expand_stage_pooling', 'check_strides', 'split_stem_pooling',
@@ -137,11 +138,19 @@ class PoolingTrainMixin:
     a pooling layer is treated like the stock layers of its stage (the
     stem pooling as part of the stem, stage 0).
 
-    The backbone sets ``freeze_pooling`` and ``stem_pool`` and lists its
-    stage names in ``stage_names``.
+    The backbone sets ``freeze_pooling`` and ``stem_pool``, lists its
+    stage names in ``stage_names`` and builds every pooling layer with
+    :meth:`build_pooling_layer`.
     """
 
     freeze_pooling: bool = False
+
+    def build_pooling_layer(self, cfg: dict, channels: int,
+                            stride: int) -> nn.Module:
+        """Build a pooling layer with the backbone's ``norm_cfg`` (e.g.
+        SyncBN) unless ``cfg`` sets its own."""
+        return build_pooling(with_defaults(cfg, norm_cfg=self.norm_cfg),
+                             channels, stride)
 
     @property
     def stage_names(self) -> List[str]:

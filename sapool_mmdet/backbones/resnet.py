@@ -6,8 +6,7 @@ import torch.nn as nn
 from mmdet.models.backbones import ResNet
 from mmdet.registry import MODELS
 
-from ..pooling import build_pooling
-from ..pooling.builder import check_choice, with_defaults
+from ..pooling.builder import check_choice
 from ..pruning.groups import (ChannelGroup, apply_pruned_widths,
                               resnet_groups)
 from .pooled_stage import (POOL_POSITIONS, PoolingTrainMixin, assemble_stage,
@@ -109,9 +108,8 @@ class NLPoolResNet(PoolingTrainMixin, ResNet):
         first_conv = self.stem[0] if self.deep_stem else self.conv1
         first_conv.stride = (1, 1)
         del self.maxpool
-        self.stem_pool = build_pooling(
-            with_defaults(self.stem_pool_cfg, norm_cfg=self.norm_cfg),
-            stem_channels, self.stem_pool_stride)
+        self.stem_pool = self.build_pooling_layer(
+            self.stem_pool_cfg, stem_channels, self.stem_pool_stride)
 
     def make_res_layer(self, **kwargs) -> nn.Sequential:
         pool_cfg = self.stage_pooling[len(self.res_layers)]
@@ -119,9 +117,7 @@ class NLPoolResNet(PoolingTrainMixin, ResNet):
             return super().make_res_layer(**kwargs)
         channels = pool_channels(self.pool_position, kwargs['inplanes'],
                                  kwargs['planes'] * kwargs['block'].expansion)
-        pool = build_pooling(
-            with_defaults(pool_cfg, norm_cfg=self.norm_cfg), channels,
-            kwargs['stride'])
+        pool = self.build_pooling_layer(pool_cfg, channels, kwargs['stride'])
         stage = super().make_res_layer(**dict(kwargs, stride=1))
         return assemble_stage(list(stage), pool, self.pool_position)
 
