@@ -19,6 +19,19 @@ if [ $# -lt 2 ]; then
         "bash $0 CONFIG NUM_PROCS [tools/train.py arguments]" >&2
     exit 2
 fi
+# Without torch the launcher would stop with a bare "No module named torch";
+# the usual cause is an interpreter outside the project's environment.
+if ! "$PYTHON" -c 'import torch' >/dev/null 2>&1; then
+    if ! command -v "$PYTHON" >/dev/null 2>&1; then
+        echo "error: no Python interpreter '$PYTHON' found." >&2
+    else
+        echo "error: '$PYTHON' ($(command -v "$PYTHON")) cannot import torch." >&2
+    fi
+    echo "Activate the environment that has torch, mmdet and sapool_mmdet" \
+        "(source .venv/bin/activate after make install), or name its" \
+        "interpreter: PYTHON=.venv/bin/python bash $0 ..." >&2
+    exit 1
+fi
 # torchrun on machine 0 opens MASTER_ADDR:PORT; if something listens there
 # already, say so instead of failing deep inside torchrun with EADDRINUSE.
 if [ "$NODE_RANK" = "0" ] && (exec 3<>"/dev/tcp/$MASTER_ADDR/$PORT") 2>/dev/null; then
