@@ -19,9 +19,8 @@ import torch
 from mmdet.registry import MODELS
 from mmengine.runner import Runner
 
-from helpers import ROOT, TINY_SIZE, tiny_demo_config
+from helpers import ROOT, TINY_SIZE
 from sapool_mmdet.analysis import load_config
-from sapool_mmdet.datasets import make_synthetic_coco
 from sapool_mmdet.deploy import (PARITY_TOLERANCE, create_session,
                                  evaluate_onnx, export_module, export_onnx,
                                  exportable_pooling_methods,
@@ -143,26 +142,15 @@ def test_deformable_methods_are_refused_and_nothing_is_written(
 
 
 @pytest.fixture(scope='module')
-def tiny_ssd(tmp_path_factory):
-    """A freshly initialised demo SSD at 96x96 on 3 synthetic images, its
-    checkpoint, and the exported float32 detector."""
-    root = tmp_path_factory.mktemp('deploy')
-    data_root = str(root / 'data')
-    make_synthetic_coco(data_root, num_train=2, num_val=3,
-                        image_size=(SIZE, SIZE), seed=3)
-    config = tiny_demo_config(root / 'tiny_ssd.py', data_root)
-    cfg = load_config(config)
-    torch.manual_seed(0)
-    detector = MODELS.build(cfg.model)
-    detector.init_weights()
-    checkpoint = str(root / 'fresh.pth')
-    torch.save(dict(state_dict=detector.state_dict()), checkpoint)
-    onnx_file = str(root / 'ssd.onnx')
-    printed = run_tool('export_onnx.py', str(config), checkpoint, '--out',
-                       onnx_file, '--verify')
+def tiny_ssd(tiny_detector):
+    """The session's tiny demo SSD (freshly initialised, 96x96, 3 synthetic
+    validation images) and its float32 export through the tool."""
+    onnx_file = str(tiny_detector['root'] / 'ssd.onnx')
+    printed = run_tool('export_onnx.py', tiny_detector['config'],
+                       tiny_detector['checkpoint'], '--out', onnx_file,
+                       '--verify')
     assert 'verified: max abs difference to PyTorch' in printed
-    return dict(root=root, config=str(config), checkpoint=checkpoint,
-                onnx=onnx_file, data_root=data_root)
+    return dict(tiny_detector, onnx=onnx_file)
 
 
 def detections(model: torch.nn.Module, cfg) -> list:
