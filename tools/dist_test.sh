@@ -18,9 +18,18 @@ if [ $# -lt 3 ]; then
         "bash $0 CONFIG CHECKPOINT NUM_PROCS [tools/test.py arguments]" >&2
     exit 2
 fi
+# torchrun on machine 0 opens MASTER_ADDR:PORT; if something listens there
+# already, say so instead of failing deep inside torchrun with EADDRINUSE.
+if [ "$NODE_RANK" = "0" ] && (exec 3<>"/dev/tcp/$MASTER_ADDR/$PORT") 2>/dev/null; then
+    echo "error: port $PORT on $MASTER_ADDR is already in use (another" \
+        "distributed job?); choose a free one, e.g. PORT=$((PORT + 1)) bash $0 ..." >&2
+    exit 1
+fi
+
 # Without torch the launcher would stop with a bare "No module named torch";
 # the usual cause is an interpreter outside the project's environment.
-if ! "$PYTHON" -c 'import torch' >/dev/null 2>&1; then
+# (find_spec looks torch up without importing it: no startup cost.)
+if ! "$PYTHON" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("torch") is None)' >/dev/null 2>&1; then
     if ! command -v "$PYTHON" >/dev/null 2>&1; then
         echo "error: no Python interpreter '$PYTHON' found." >&2
     else
@@ -31,14 +40,6 @@ if ! "$PYTHON" -c 'import torch' >/dev/null 2>&1; then
         "interpreter: PYTHON=.venv/bin/python bash $0 ..." >&2
     exit 1
 fi
-# torchrun on machine 0 opens MASTER_ADDR:PORT; if something listens there
-# already, say so instead of failing deep inside torchrun with EADDRINUSE.
-if [ "$NODE_RANK" = "0" ] && (exec 3<>"/dev/tcp/$MASTER_ADDR/$PORT") 2>/dev/null; then
-    echo "error: port $PORT on $MASTER_ADDR is already in use (another" \
-        "distributed job?); choose a free one, e.g. PORT=$((PORT + 1)) bash $0 ..." >&2
-    exit 1
-fi
-
 PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
 "$PYTHON" -m torch.distributed.run \
     --nnodes=$NNODES \

@@ -20,7 +20,8 @@ export MASTER_PORT=${PORT:-${MASTER_PORT:-29500}}
 
 # Without torch the launcher would stop with a bare "No module named torch";
 # the usual cause is an interpreter outside the project's environment.
-if ! "$PYTHON" -c 'import torch' >/dev/null 2>&1; then
+# (find_spec looks torch up without importing it: no startup cost.)
+if ! "$PYTHON" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("torch") is None)' >/dev/null 2>&1; then
     if ! command -v "$PYTHON" >/dev/null 2>&1; then
         echo "error: no Python interpreter '$PYTHON' found." >&2
     else
