@@ -143,3 +143,14 @@ def test_the_checks_find_broken_links_and_anchors(tmp_path):
                                                 'configs/demo/']
     assert LINK.findall('[a](b.md#c) ![p](d.png) [x](http://e)') == [
         'b.md#c', 'd.png', 'http://e']
+
+
+def test_pooling_page_example_runs_as_written():
+    """docs/pooling.md's first example, executed as printed; its comment
+    states the output shape."""
+    text = (ROOT / 'docs' / 'pooling.md').read_text(encoding='utf-8')
+    code = re.search(r'```python\n(.*?)```', text, re.S).group(1)
+    namespace = {}
+    exec(compile(code, 'docs/pooling.md', 'exec'), namespace)
+    assert tuple(namespace['y'].shape) == (1, 64, 17, 10)
+    assert 'here (1, 64, 17, 10)' in code
