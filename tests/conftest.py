@@ -130,13 +130,13 @@ def eval_coco_file(tmp_path, eval_coco) -> str:
 
 @pytest.fixture(scope='session')
 def tiny_detector(tmp_path_factory) -> dict:
-    """The tiny demo SSD (``helpers.tiny_demo_config``) with freshly
+    """The tiny demo SSD (``tiny_demo.tiny_demo_config``) with freshly
     initialised weights, on 2 training and 3 validation synthetic images of
     96x96, shared by every test of the session that needs a config and a
     checkpoint: ``root``, ``data_root``, ``config``, ``checkpoint``."""
     from mmdet.registry import MODELS
 
-    from helpers import tiny_demo_config
+    from tiny_demo import tiny_demo_config
     from sapool_mmdet.analysis import load_config
     from sapool_mmdet.datasets import make_synthetic_coco
 

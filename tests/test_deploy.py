@@ -19,7 +19,7 @@ import torch
 from mmdet.registry import MODELS
 from mmengine.runner import Runner
 
-from helpers import ROOT, TINY_SIZE
+from tiny_demo import ROOT, TINY_SIZE
 from sapool_mmdet.analysis import load_config
 from sapool_mmdet.deploy import (PARITY_TOLERANCE, create_session,
                                  evaluate_onnx, export_module, export_onnx,

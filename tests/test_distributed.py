@@ -23,8 +23,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
-from helpers import DEMO_CONFIG as CONFIG
-from helpers import ROOT, tiny_demo_config
+from tiny_demo import DEMO_CONFIG as CONFIG
+from tiny_demo import ROOT, tiny_demo_config
 from sapool_mmdet.datasets import make_synthetic_coco
 from sapool_mmdet.engine import (DistributedSetupError, init_dist,
                                  run_mmdet_tool)

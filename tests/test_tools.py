@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT, tiny_demo_config
+from tiny_demo import ROOT, tiny_demo_config
 
 
 def run_tool(tool: str, *args: str) -> str:

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from helpers import ROOT, tiny_demo_config
+from tiny_demo import ROOT, tiny_demo_config
 from sapool_mmdet.datasets import make_synthetic_coco
 
 

@@ -1,5 +1,5 @@
-"""Shared test helpers: the tiny demo detector that the end-to-end tests
-train, test, export and evaluate.
+"""The tiny demo detector that the end-to-end tests train, test, export
+and evaluate.
 
 ``tiny_demo_config`` writes ``configs/demo/ssd_mbv2_nlp.py`` shrunk to
 96x96 synthetic images in batches of 2 (data loading in the main process),
