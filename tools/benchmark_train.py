@@ -17,11 +17,11 @@ labels) as the runner calls it. --amp fp16 is mmdet's train.py --amp
 (AmpOptimWrapper, dynamic loss scale; CUDA only); bf16 autocasts to bfloat16
 (AmpOptimWrapper on CUDA, torch.autocast on the CPU); inference runs in float32
 as mmengine's test loop does. Peak memory: on CUDA
-torch.cuda.max_memory_allocated over the timed steps; on the CPU the live-
-tensor trace of one step (sapool_mmdet/analysis/memory.py) plus the parameters;
-'beyond state' subtracts parameters, gradients and optimizer state. With
-several configs every value is followed by its ratio to the first. Details:
-sapool_mmdet/analysis/train_benchmark.py, docs/gpu.md.
+torch.cuda.max_memory_allocated over the timed steps; on the CPU the
+live-tensor trace of one step (sapool_mmdet/analysis/memory.py) plus the
+parameters; 'beyond state' subtracts parameters, gradients and optimizer state.
+With several configs every value is followed by its ratio to the first.
+Details: sapool_mmdet/analysis/train_benchmark.py, docs/gpu.md.
 """
 import argparse
 import sys
