@@ -279,9 +279,17 @@ def test_cuda_measurements(amp):
     if amp == 'bf16' and not torch.cuda.is_bf16_supported():
         pytest.skip('this GPU has no bfloat16')
     result, = benchmark_train([CONV], amp=amp, device='cuda',
-                              progress=False, **TINY)
+                              progress=False, **dict(TINY, warmup=2, steps=3))
     assert result.memory_source == 'cuda allocator'
-    assert result.state_bytes == _expected_state_bytes(CONV)
+    expected = _expected_state_bytes(CONV)
+    if amp == 'fp16':
+        # while float16 gradients overflow, the loss scaler skips the
+        # optimizer step, which creates the momentum buffers
+        momentum = sum(p.numel() * 4 for p in MODELS.build(
+            Config.fromfile(CONV).model).parameters() if p.requires_grad)
+        assert result.state_bytes in (expected, expected - momentum)
+    else:
+        assert result.state_bytes == expected
     assert result.peak_beyond_state_bytes > 2 * 3 * 64 * 64 * 4
     assert result.loss_finite and result.device == 'cuda'
     assert result.latency_ms > 0

@@ -13,8 +13,8 @@ import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SCRIPT = osp.join(ROOT, 'tools', 'gpu_check.sh')
-PARTS = ['env', 'cuda-tests', 'demo-amp', 'train-fp32', 'train-amp',
-         'nlpool', 'pooling']
+PARTS = ['env', 'cuda-tests', 'train-fp32', 'train-amp', 'nlpool',
+         'pooling', 'demo-amp']
 FAST = '--min-run-time 0.01 --max-run-time 0.05 --threads 1'
 TINY = dict(
     GPU_CHECK_TRAIN_ARGS='--input-size 64 64 --batch-size 2 --steps 1 '
@@ -91,11 +91,11 @@ def test_cpu_run_end_to_end(tmp_path):
     assert statuses == {
         'env': ('ok', '01-env.log'),
         'cuda-tests': (needs_cuda, '-'),
-        'demo-amp': (needs_cuda, '-'),
-        'train-fp32': ('ok', '04-train-fp32.log'),
+        'train-fp32': ('ok', '03-train-fp32.log'),
         'train-amp': (needs_cuda, '-'),
-        'nlpool': ('ok', '06-nlpool.log'),
-        'pooling': ('ok', '07-pooling.log'),
+        'nlpool': ('ok', '05-nlpool.log'),
+        'pooling': ('ok', '06-pooling.log'),
+        'demo-amp': (needs_cuda, '-'),
     }
     summary = (tmp_path / 'summary.txt').read_text()
     assert summary.startswith('sapool-mmdet GPU check: started ')
@@ -125,16 +125,19 @@ def test_cpu_run_end_to_end(tmp_path):
 def test_failures_and_timeouts_do_not_stop_the_other_parts(tmp_path):
     result = run_check(
         tmp_path, GPU_CHECK_DEVICE='cpu', GPU_CHECK_ENV_TIMEOUT='1',
-        GPU_CHECK_TRAIN_ARGS='--steps 0',
-        **{k: v for k, v in TINY.items() if k != 'GPU_CHECK_TRAIN_ARGS'})
+        GPU_CHECK_TRAIN_ARGS='--steps 0', GPU_CHECK_POOLING_TIMEOUT='1',
+        GPU_CHECK_NLPOOL_ARGS=TINY['GPU_CHECK_NLPOOL_ARGS'])
     assert result.returncode == 1
     statuses = summary_statuses(tmp_path)
     assert statuses['env'] == ('failed (timed out after 1 s)', '01-env.log')
-    assert statuses['train-fp32'] == ('failed (exit 1)', '04-train-fp32.log')
+    assert statuses['train-fp32'] == ('failed (exit 1)', '03-train-fp32.log')
     assert 'steps must be an integer >= 1, got 0' in (
-        tmp_path / '04-train-fp32.log').read_text()
-    assert statuses['nlpool'] == ('ok', '06-nlpool.log')
-    assert statuses['pooling'] == ('ok', '07-pooling.log')
+        tmp_path / '03-train-fp32.log').read_text()
+    assert statuses['nlpool'] == ('ok', '05-nlpool.log')
+    assert statuses['pooling'] == ('failed (timed out after 1 s)',
+                                   '06-pooling.log')
+    assert (tmp_path / 'nlpool.json').is_file()
+    assert not (tmp_path / 'pooling.json').exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(),

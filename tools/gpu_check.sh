@@ -8,12 +8,13 @@
 # one part failing does not stop the others):
 #   env         python -m sapool_mmdet, the CUDA device, mmcv's compiled ops
 #   cuda-tests  tests/test_cuda.py and the CUDA cases of tests/test_autocast.py
-#   demo-amp    tools/demo.py --amp (the demo trained in float16) and its
-#               metric table; the work dir is OUT_DIR/demo-amp
 #   train-fp32  tools/benchmark_train.py over the SSD grid, float32
-#   train-amp   the same with --amp fp16
+#   train-amp   the same with --amp fp16 (training only)
 #   nlpool      tools/benchmark_nlpool.py (NLPool against the authors' module)
 #   pooling     tools/benchmark_pooling.py (every pooling method)
+#   demo-amp    tools/demo.py --amp (the demo trained in float16) and its
+#               metric table; the work dir is OUT_DIR/demo-amp. Last, as the
+#               longest part: a slow demo cannot starve the benchmarks.
 # OUT_DIR/summary.txt lists each part's status: ok, failed (exit code, or
 # timed out) or skipped (reason); it is rewritten after every part. The
 # exit status is 0 when no part failed, 1 when one did, 2 when the check
@@ -37,6 +38,8 @@
 #                          TRAIN, NLPOOL, POOLING
 #   GPU_CHECK_DEMO_DATA    synthetic set of the demo (default
 #                          data/synthetic_driving, rendered if missing)
+# The *_ARGS variables are meant to be split at spaces:
+# shellcheck disable=SC2086
 set -u
 
 usage="usage: tools/gpu_check.sh OUT_DIR (an empty or new folder)"
@@ -199,36 +202,33 @@ for i in range(torch.cuda.device_count()):
 export -f environment_report
 export PY
 write_summary running
-# shellcheck disable=SC2086  # the ARGS variables are split at spaces
-{
-    run_part env none "${GPU_CHECK_ENV_TIMEOUT:-60}" \
-        bash -c environment_report
-    run_part cuda-tests cuda "${GPU_CHECK_CUDA_TESTS_TIMEOUT:-90}" \
-        "$PY" -m pytest -q -rs -p no:cacheprovider \
-        --junitxml="$OUT/cuda-tests.xml" tests/test_cuda.py \
-        tests/test_autocast.py -k cuda ${GPU_CHECK_CUDA_TESTS_ARGS:-}
-    run_part demo-amp cuda "${GPU_CHECK_DEMO_TIMEOUT:-150}" \
-        "$PY" tools/demo.py --amp \
-        --data "${GPU_CHECK_DEMO_DATA:-data/synthetic_driving}" \
-        --work-dir "$OUT/demo-amp" ${GPU_CHECK_DEMO_ARGS:-}
-    run_part train-fp32 device "${GPU_CHECK_TRAIN_TIMEOUT:-70}" \
-        "$PY" tools/benchmark_train.py $SSD_GRID --device "$DEVICE" \
-        --json "$OUT/train-fp32.json" --markdown "$OUT/train-fp32.md" \
-        --plot "$OUT/train-fp32.png" ${GPU_CHECK_TRAIN_ARGS:-}
-    # Inference runs in float32 either way: train-fp32 has timed it.
-    run_part train-amp cuda "${GPU_CHECK_TRAIN_TIMEOUT:-70}" \
-        "$PY" tools/benchmark_train.py $SSD_GRID --device "$DEVICE" \
-        --amp fp16 --no-inference --json "$OUT/train-amp.json" \
-        --markdown "$OUT/train-amp.md" --plot "$OUT/train-amp.png" \
-        ${GPU_CHECK_TRAIN_ARGS:-}
-    run_part nlpool device "${GPU_CHECK_NLPOOL_TIMEOUT:-30}" \
-        "$PY" tools/benchmark_nlpool.py --device "$DEVICE" \
-        --json "$OUT/nlpool.json" ${GPU_CHECK_NLPOOL_ARGS:-}
-    run_part pooling device "${GPU_CHECK_POOLING_TIMEOUT:-60}" \
-        "$PY" tools/benchmark_pooling.py --device "$DEVICE" \
-        --min-run-time 0.2 --max-run-time 1 --json "$OUT/pooling.json" \
-        --markdown "$OUT/pooling.md" ${GPU_CHECK_POOLING_ARGS:-}
-}
+run_part env none "${GPU_CHECK_ENV_TIMEOUT:-60}" \
+    bash -c environment_report
+run_part cuda-tests cuda "${GPU_CHECK_CUDA_TESTS_TIMEOUT:-90}" \
+    "$PY" -m pytest -q -rs -p no:cacheprovider \
+    --junitxml="$OUT/cuda-tests.xml" tests/test_cuda.py \
+    tests/test_autocast.py -k cuda ${GPU_CHECK_CUDA_TESTS_ARGS:-}
+run_part train-fp32 device "${GPU_CHECK_TRAIN_TIMEOUT:-90}" \
+    "$PY" tools/benchmark_train.py $SSD_GRID --device "$DEVICE" \
+    --json "$OUT/train-fp32.json" --markdown "$OUT/train-fp32.md" \
+    --plot "$OUT/train-fp32.png" ${GPU_CHECK_TRAIN_ARGS:-}
+# Inference runs in float32 either way: train-fp32 has timed it.
+run_part train-amp cuda "${GPU_CHECK_TRAIN_TIMEOUT:-90}" \
+    "$PY" tools/benchmark_train.py $SSD_GRID --device "$DEVICE" \
+    --amp fp16 --no-inference --json "$OUT/train-amp.json" \
+    --markdown "$OUT/train-amp.md" --plot "$OUT/train-amp.png" \
+    ${GPU_CHECK_TRAIN_ARGS:-}
+run_part nlpool device "${GPU_CHECK_NLPOOL_TIMEOUT:-45}" \
+    "$PY" tools/benchmark_nlpool.py --device "$DEVICE" \
+    --json "$OUT/nlpool.json" ${GPU_CHECK_NLPOOL_ARGS:-}
+run_part pooling device "${GPU_CHECK_POOLING_TIMEOUT:-90}" \
+    "$PY" tools/benchmark_pooling.py --device "$DEVICE" \
+    --min-run-time 0.2 --max-run-time 1 --json "$OUT/pooling.json" \
+    --markdown "$OUT/pooling.md" ${GPU_CHECK_POOLING_ARGS:-}
+run_part demo-amp cuda "${GPU_CHECK_DEMO_TIMEOUT:-150}" \
+    "$PY" tools/demo.py --amp \
+    --data "${GPU_CHECK_DEMO_DATA:-data/synthetic_driving}" \
+    --work-dir "$OUT/demo-amp" ${GPU_CHECK_DEMO_ARGS:-}
 write_summary finished
 cat "$OUT/summary.txt"
 exit "$FAILED"

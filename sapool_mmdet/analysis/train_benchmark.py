@@ -107,7 +107,7 @@ class TrainBenchmark:
         images_per_s (float): ``batch_size`` / median step time.
         peak_bytes (int): Peak memory of a training step, in bytes.
         state_bytes (int): Parameters, buffers, gradients and optimizer
-            state, in bytes.
+            state after the timed steps, in bytes.
         memory_source (str): 'cuda allocator' or 'trace' (the live-tensor
             accounting of :mod:`~.memory`).
         loss_finite (bool): Every step's loss was finite.
@@ -453,7 +453,6 @@ def benchmark_train_config(path: str,
             f'{size[0]}x{size[1]}')
         losses = [_loss(model.train_step(batch, optim_wrapper))
                   for _ in range(warmup)]
-        state_bytes = _state_bytes(model, optim_wrapper)
         if dev.type == 'cuda':
             _synchronize(dev)
             torch.cuda.reset_peak_memory_stats(dev)
@@ -466,6 +465,10 @@ def benchmark_train_config(path: str,
             _synchronize(dev)
             times.append(time.perf_counter() - begin)
             losses.append(_loss(log_vars))
+        # After the timed steps: float16's dynamic loss scale skips the
+        # optimizer step (and the creation of its state) while gradients
+        # overflow, which can last through the warm-up.
+        state_bytes = _state_bytes(model, optim_wrapper)
         if dev.type == 'cuda':
             peak_bytes = torch.cuda.max_memory_allocated(dev)
             source = 'cuda allocator'
