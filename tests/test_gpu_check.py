@@ -115,8 +115,8 @@ def test_cpu_run_end_to_end(tmp_path):
     with open(tmp_path / 'nlpool.json') as f:
         assert json.load(f)['max_output_diff'] < 1e-4
     with open(tmp_path / 'pooling.json') as f:
-        assert [r['method'] for r in json.load(f)] == ['NLPool',
-                                                      'GaussianPool']
+        methods = [r['method'] for r in json.load(f)]
+    assert methods == ['NLPool', 'GaussianPool']
     assert not [name for name in os.listdir(tmp_path)
                 if name.startswith('.')]  # no temporary files left
 
@@ -151,3 +151,16 @@ def test_without_cuda_the_cuda_parts_are_skipped(tmp_path):
                                   'torch)', '-') for part in PARTS[1:])
     assert 'CUDA device: none; benchmarks on: cuda' in (
         tmp_path / 'summary.txt').read_text()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(),
+                    reason='checks the message of a machine without CUDA')
+def test_demo_amp_needs_cuda_and_says_so_before_any_work(tmp_path):
+    from sapool_mmdet.engine.demo import run_demo
+    config = osp.join(ROOT, 'configs', 'demo', 'ssd_mbv2_nlp.py')
+    with pytest.raises(ValueError, match="amp trains in float16 with "
+                       "mmengine's AmpOptimWrapper, which needs a CUDA "
+                       "device"):
+        run_demo(config, str(tmp_path / 'data'), str(tmp_path / 'work'),
+                 amp=True)
+    assert os.listdir(tmp_path) == []  # no data rendered, no work dir

@@ -73,7 +73,8 @@ from terminaltables import AsciiTable, GithubFlavoredMarkdownTable
 from ..fileio import atomic_open
 from .config import (build_from_config, check_input_size, infer_input_size,
                      load_config)
-from .latency import check_run_times, check_threads, measure_latency
+from .latency import (Latency, check_run_times, check_threads,
+                      measure_latency)
 from .memory import iter_tensors, trace_activations
 from .report import MIB, _with_ratio, config_label, mib, write_text_file
 
@@ -371,6 +372,18 @@ def _loss(log_vars: dict) -> float:
     return float(log_vars['loss'].detach())
 
 
+def _inference_latency(model: nn.Module, data: dict, min_run_time: float,
+                       max_run_time: float, threads: int) -> Latency:
+    """``model.test_step(data)`` without autograd, as the test loop runs
+    it, timed by :func:`~.latency.measure_latency`."""
+
+    def predict():
+        with torch.no_grad():
+            return model.test_step(data)
+
+    return measure_latency(predict, min_run_time, max_run_time, threads)
+
+
 def _trace_step_peak(model: nn.Module, batch: dict,
                      optim_wrapper: OptimWrapper) -> Tuple[int, float]:
     """Peak of one traced training step (parameters and buffers included)
@@ -492,17 +505,13 @@ def benchmark_train_config(path: str,
     del optim_wrapper
     if inference:
         model.eval()
+        num_classes = model_num_classes(cfg.model)
         for batch_images in (1, throughput_batch):
             log(f'inference at batch {batch_images}')
-            data = synthetic_batch(batch_images, size,
-                                   model_num_classes(cfg.model), seed=1)
-
-            def predict():
-                with torch.no_grad():
-                    return model.test_step(data)
-
-            latency = measure_latency(predict, min_run_time, max_run_time,
-                                      threads)
+            latency = _inference_latency(
+                model, synthetic_batch(batch_images, size, num_classes,
+                                       seed=1), min_run_time, max_run_time,
+                threads)
             if batch_images == 1:
                 result.latency_ms = latency.median_ms
                 result.latency_iqr_ms = latency.iqr_ms
