@@ -6,6 +6,10 @@ copies ``mim train mmdet`` runs). Our tools run those same files after
 upstream fixes, and they work for configs that lack ``custom_imports``
 (importing this module imports ``sapool_mmdet``, which registers our
 modules and applies :mod:`sapool_mmdet.compat`).
+
+One argument is ours: ``--allow-partial`` accepts a checkpoint whose
+weights do not all fit the model (see :mod:`sapool_mmdet.checkpoint`); it
+becomes ``--cfg-options allow_partial_checkpoint=True``.
 """
 import os.path as osp
 import runpy
@@ -14,11 +18,16 @@ from typing import List
 
 import mmdet
 
+from ..checkpoint import ALLOW_PARTIAL_KEY
 from .dist import DistributedSetupError, check_launcher_env
 
-__all__ = ['launcher_argument', 'mmdet_tool_path', 'run_mmdet_tool']
+__all__ = [
+    'ALLOW_PARTIAL_FLAG', 'launcher_argument', 'mmdet_tool_path',
+    'run_mmdet_tool', 'translate_allow_partial'
+]
 
 TOOLS = ('train', 'test')
+ALLOW_PARTIAL_FLAG = '--allow-partial'
 
 
 def mmdet_tool_path(name: str) -> str:
@@ -44,6 +53,15 @@ def launcher_argument(argv: List[str]) -> str:
     return 'none'
 
 
+def translate_allow_partial(argv: List[str]) -> List[str]:
+    """``argv`` with ``--allow-partial`` turned into the config option
+    mmdet's scripts understand."""
+    if ALLOW_PARTIAL_FLAG not in argv:
+        return list(argv)
+    rest = [arg for arg in argv if arg != ALLOW_PARTIAL_FLAG]
+    return [*rest, '--cfg-options', f'{ALLOW_PARTIAL_KEY}=True']
+
+
 def run_mmdet_tool(name: str, argv: List[str]) -> None:
     """Run mmdet's ``tools/<name>.py`` with command-line ``argv``.
 
@@ -52,6 +70,7 @@ def run_mmdet_tool(name: str, argv: List[str]) -> None:
     clear message instead of a deep traceback.
     """
     path = mmdet_tool_path(name)
+    argv = translate_allow_partial(argv)
     if argv and not argv[0].startswith('-') and not osp.isfile(argv[0]):
         raise SystemExit(f'error: config file {argv[0]!r} not found')
     if (name == 'test' and len(argv) > 1 and not argv[1].startswith('-')
