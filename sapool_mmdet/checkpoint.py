@@ -31,8 +31,8 @@ __all__ = [
 # --allow-partial) that accepts a checkpoint whose weights do not all fit.
 ALLOW_PARTIAL_KEY = 'allow_partial_checkpoint'
 PARTIAL_HINT = (f'to load only the tensors that fit, pass --allow-partial '
-                f'(tools/train.py, tools/test.py and the analysis tools) '
-                f'or set {ALLOW_PARTIAL_KEY} = True in the config')
+                f'to tools/train.py or tools/test.py, or set '
+                f'{ALLOW_PARTIAL_KEY} = True in the config')
 SHOWN = 3  # names listed per kind of mismatch
 DEFAULT_REVISE_KEYS = ((r'^module\.', ''), )
 

@@ -16,7 +16,7 @@ from typing import IO, Iterator, List, Optional
 
 __all__ = [
     'TEMPORARY_NAME', 'atomic_open', 'atomic_write_bytes',
-    'check_free_space', 'remove_stale_temporaries'
+    'check_free_space', 'remove_stale_temporaries', 'scratch_directory'
 ]
 
 # ``.{final name}.{8 characters of mkstemp}.tmp``
@@ -165,3 +165,39 @@ def remove_stale_temporaries(directory: str) -> List[str]:
                 continue
             removed.append(path)
     return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+@contextmanager
+def scratch_directory(prefix: str) -> Iterator[str]:
+    """A private folder in the system's temporary directory (``$TMPDIR``),
+    removed when the block ends; folders of this ``prefix`` that killed
+    processes left behind are removed first.
+
+    The folder is named ``{prefix}_{pid}_XXXXXXXX``: a folder whose process
+    no longer runs is an orphan.
+
+    Args:
+        prefix (str): Names the kind of scratch work, e.g. 'sapool_int8'.
+
+    Yields:
+        str: The folder.
+    """
+    parent = tempfile.gettempdir()
+    orphan = re.compile(rf'^{re.escape(prefix)}_(\d+)_[A-Za-z0-9_]+$')
+    for name in os.listdir(parent):
+        match = orphan.match(name)
+        if match and not _process_alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f'{prefix}_{os.getpid()}_',
+                                     dir=parent) as folder:
+        yield folder

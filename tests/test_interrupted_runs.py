@@ -32,7 +32,7 @@ from sapool_mmdet.engine import (WorkDirBusyError, choose_resume_checkpoint,
                                  describe_error, run_cli)
 from sapool_mmdet.engine.workdir_lock import LOCK_NAME
 from sapool_mmdet.fileio import (atomic_open, check_free_space,
-                                 remove_stale_temporaries)
+                                 remove_stale_temporaries, scratch_directory)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -170,6 +170,25 @@ def test_results_pickle_goes_through_a_temporary(tmp_path, monkeypatch):
     assert seen == [(seen[0][0], False)]
     assert seen[0][0].startswith('.results.pkl.')
     assert mmengine.load(out) == [dict(score=0.25), dict(score=0.75)]
+
+
+def test_scratch_directories_of_killed_processes_are_removed(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(__import__('tempfile'), 'tempdir', str(tmp_path))
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    orphan = tmp_path / f'sapool_int8_{dead.pid}_abc123xy'
+    live = tmp_path / f'sapool_int8_{os.getppid()}_abc123xy'
+    other = tmp_path / f'other_{dead.pid}_abc123xy'
+    for folder in (orphan, live, other):
+        folder.mkdir()
+        (folder / 'float.onnx').write_bytes(b'x')
+    with pytest.raises(RuntimeError):
+        with scratch_directory('sapool_int8') as folder:
+            assert osp.basename(folder).startswith(
+                f'sapool_int8_{os.getpid()}_')
+            raise RuntimeError('quantisation failed')
+    assert sorted(os.listdir(tmp_path)) == sorted([live.name, other.name])
 
 
 # full disk -------------------------------------------------------------
@@ -358,6 +377,20 @@ def test_runner_refuses_foreign_checkpoint_unless_partial_asked(tmp_path):
     assert torch.equal(model.body[0].weight, source.body[0].weight)
     with pytest.raises(CheckpointError, match='does not fit the model'):
         load_weights(Regressor(hidden=8), ckpt)
+
+
+def test_visualize_refuses_a_checkpoint_of_another_model(tmp_path):
+    from mmdet.registry import MODELS
+
+    from sapool_mmdet.analysis.visualize import load_detector
+    stock = Config.fromfile(
+        osp.join(ROOT, 'configs', 'demo', 'ssd_mbv2_conv.py'))
+    ckpt = str(tmp_path / 'conv.pth')
+    torch.save({'state_dict': MODELS.build(stock.model).state_dict()}, ckpt)
+    config = osp.join(ROOT, 'configs', 'demo', 'ssd_mbv2_nlp.py')
+    with pytest.raises(CheckpointError) as info:
+        load_detector(config, ckpt)
+    assert 'missing from the checkpoint (backbone.' in str(info.value)
 
 
 def test_unreadable_checkpoints_are_named(tmp_path):

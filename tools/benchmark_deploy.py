@@ -24,6 +24,7 @@ from mmengine.config import DictAction
 
 from sapool_mmdet.deploy.benchmark import (benchmark_deploy, benchmark_text,
                                            write_benchmark)
+from sapool_mmdet.engine import run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -79,4 +80,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -72,8 +72,10 @@ def describe_error(error: BaseException) -> str:
                 f'error: {error.msg}')
     if isinstance(error, OSError) and not isinstance(
             error, (CheckpointError, WorkDirBusyError)):
+        if error.strerror is None:  # raised with a message of its own
+            return str(error)
         where = error.filename or _file_in_traceback(error.__traceback__)
-        cause = error.strerror or str(error)
+        cause = error.strerror
         if where is None:
             return cause
         if error.filename2:
