@@ -14,7 +14,6 @@ traceback.
 import io
 import json
 import os
-import sys
 from types import TracebackType
 from typing import Any, Callable, Optional
 
@@ -86,7 +85,8 @@ def describe_error(error: BaseException) -> str:
 
 def run_cli(main: Callable[[], Any]) -> Any:
     """Call a tool's ``main``; an error of :data:`USER_ERRORS` ends the
-    process with ``error: <one line>`` on stderr and exit status 1.
+    process with ``error: <one line>`` on stderr and exit status 1
+    (``SystemExit('error: ...')``).
 
     Returns:
         What ``main`` returns.
@@ -94,5 +94,5 @@ def run_cli(main: Callable[[], Any]) -> Any:
     try:
         return main()
     except USER_ERRORS as error:
-        print(f'error: {describe_error(error)}', file=sys.stderr)
-        raise SystemExit(1) from None
+        # SystemExit with a message: Python prints it to stderr, status 1
+        raise SystemExit(f'error: {describe_error(error)}') from None
