@@ -138,15 +138,19 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def remove_stale_temporaries(directory: str) -> List[str]:
+def remove_stale_temporaries(directory: str,
+                             final_name: Optional[str] = None) -> List[str]:
     """Remove the temporary files that writes through :func:`atomic_open`
     left in ``directory`` when their process was killed.
 
     Only call this while no other process writes into ``directory`` (a
-    training run holds its work dir's lock when it calls it).
+    training run holds its work dir's lock when it calls it), or name the
+    one file about to be written.
 
     Args:
         directory (str): The folder to clean; a missing folder is fine.
+        final_name (str, optional): Only the temporaries of this file name.
+            Defaults to None: all.
 
     Returns:
         list[str]: Paths of the files removed.
@@ -156,9 +160,11 @@ def remove_stale_temporaries(directory: str) -> List[str]:
         names = os.listdir(directory)
     except FileNotFoundError:
         return removed
+    prefix = '.' if final_name is None else f'.{final_name}.'
     for name in sorted(names):
         path = os.path.join(directory, name)
-        if TEMPORARY_NAME.match(name) and os.path.isfile(path):
+        if name.startswith(prefix) and TEMPORARY_NAME.match(name) \
+                and os.path.isfile(path):
             try:
                 os.unlink(path)
             except FileNotFoundError:

@@ -133,6 +133,27 @@ def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted(kept)
 
 
+def test_test_tool_cleans_the_temporary_of_its_out_file(tmp_path):
+    from sapool_mmdet.engine.launch import run_mmdet_tool
+    left = tmp_path / '.results.pkl.a1b2c3d4.tmp'
+    other = tmp_path / '.other.pkl.a1b2c3d4.tmp'
+    for path in (left, other):
+        path.write_bytes(b'half')
+    config = tmp_path / 'missing_config.py'
+    with pytest.raises(SystemExit, match='config file .* not found'):
+        run_mmdet_tool('test', [str(config), 'x.pth', '--out',
+                                str(tmp_path / 'results.pkl')])
+    assert left.exists()  # bad arguments: nothing touched
+    ckpt = tmp_path / 'epoch_1.pth'
+    ckpt.write_bytes(b'')
+    with pytest.raises(SystemExit):
+        # mmdet's parser stops at the unknown flag, after the clean-up
+        run_mmdet_tool('test', [
+            osp.join(ROOT, 'configs', 'demo', 'ssd_mbv2_nlp.py'),
+            str(ckpt), '--out', str(tmp_path / 'results.pkl'), '--bad'])
+    assert not left.exists() and other.exists()
+
+
 def test_a_new_run_cleans_what_a_killed_write_left(tmp_path):
     work_dir = tmp_path / 'work'
     work_dir.mkdir()
