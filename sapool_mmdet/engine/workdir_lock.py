@@ -72,7 +72,8 @@ def hold_work_dir(work_dir: str) -> bool:
     f.seek(0)
     f.truncate()
     started = time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime())
-    command = ' '.join(sys.argv) or sys.executable
+    # orig_argv: the command as typed, before a tool rewrote sys.argv
+    command = ' '.join(getattr(sys, 'orig_argv', sys.argv))
     f.write(f'pid {os.getpid()} on {socket.gethostname()}, started '
             f'{started}: {command}\n')
     f.flush()
