@@ -343,6 +343,16 @@ def test_choose_resume_checkpoint_reasons(tmp_path):
     assert sum('is empty (0 bytes)' in s for s in skipped) == 2
 
 
+def test_resume_in_a_fresh_work_dir_starts_quietly(tmp_path):
+    runner = make_runner(str(tmp_path), max_epochs=1, resume=True)
+    runner.train()
+    log = log_text(runner)
+    assert 'yet; training starts from the beginning' in log
+    assert 'skipped' not in log and 'WARNING - resume' not in log
+    assert read_checkpoint(str(tmp_path / 'epoch_1.pth'))['meta']['iter'] \
+        == 3
+
+
 def test_resume_from_a_weights_only_checkpoint_says_so(tmp_path):
     ckpt = str(tmp_path / 'weights.pth')
     torch.save({'state_dict': Regressor().state_dict(), 'meta': {}}, ckpt)
@@ -456,6 +466,7 @@ def test_second_run_in_a_held_work_dir_stops_and_names_the_first(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()
     # the killed holder leaves nothing stuck
     make_runner(work_dir, max_epochs=1).train()
     assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))

@@ -278,11 +278,18 @@ def _wrap_load_or_resume(original: Callable) -> Callable:
         if self._has_loaded or not self._resume:
             return original(self)
         if self._load_from is not None:
-            problem = resume_problem(self._load_from)
-            if problem is not None:
-                raise CheckpointError(f'cannot resume from {problem}')
+            # a URL or model-zoo name is mmengine's to fetch and check
+            if '://' not in self._load_from:
+                problem = resume_problem(self._load_from)
+                if problem is not None:
+                    raise CheckpointError(f'cannot resume from {problem}')
             return original(self)
         chosen, skipped = choose_resume_checkpoint(self.work_dir)
+        if chosen is None and skipped == [
+                f'{osp.join(self.work_dir, POINTER_NAME)} is missing']:
+            self.logger.info(f'resume: no checkpoint in {self.work_dir} '
+                             f'yet; training starts from the beginning')
+            return None
         for reason in skipped:
             self.logger.warning(f'resume: skipped {reason}')
         if chosen is None:
