@@ -26,6 +26,7 @@ from mmengine.config import DictAction
 from sapool_mmdet.analysis import add_timing_arguments
 from sapool_mmdet.deploy.benchmark import (benchmark_deploy, benchmark_text,
                                            write_benchmark)
+from sapool_mmdet.engine import run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -75,4 +76,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

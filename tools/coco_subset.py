@@ -11,6 +11,7 @@ import sys
 
 from sapool_mmdet.datasets import (DRIVING_CLASSES, subset_coco_file,
                                    subset_results_file)
+from sapool_mmdet.engine import run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,4 +61,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

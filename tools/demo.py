@@ -7,6 +7,7 @@ synthetic driving set and print the Table 4-style metric report.
 """
 import argparse
 
+from sapool_mmdet.engine import run_cli
 from sapool_mmdet.engine.demo import run_demo
 
 
@@ -27,7 +28,4 @@ def parse_args() -> argparse.Namespace:
 
 if __name__ == '__main__':
     args = parse_args()
-    try:
-        run_demo(args.config, args.data, args.work_dir, args.amp)
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f'error: {error}') from None
+    run_cli(lambda: run_demo(args.config, args.data, args.work_dir, args.amp))

@@ -15,6 +15,7 @@ import os
 import sys
 
 from sapool_mmdet.datasets import DRIVING_CLASSES
+from sapool_mmdet.engine import run_cli
 from sapool_mmdet.evaluation import evaluate_results, resolve_label_classes
 
 
@@ -76,4 +77,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -21,10 +21,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
-from mmengine.runner import load_checkpoint
 
 from ..analysis.config import (SCOPES, build_from_config, check_input_size,
                                infer_input_size, load_config)
+from ..checkpoint import load_weights as load_checked_weights
 from ..fileio import atomic_open
 from ..pooling import POOLING, build_pooling
 from .graph import (INPUT_NAME, create_session, flatten_outputs,
@@ -445,8 +445,7 @@ def load_weights(detector: nn.Module, checkpoint: str, config: str) -> None:
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file {checkpoint!r} not found')
     try:
-        load_checkpoint(detector, checkpoint, map_location='cpu',
-                        strict=True, logger='silent')
+        load_checked_weights(detector, checkpoint)
     except Exception as error:
         raise ValueError(
             f'cannot load checkpoint {checkpoint!r} into the model of '
