@@ -237,8 +237,8 @@ def test_each_class_ap_equals_pycocotools_on_that_category(
 
 def test_missing_iscrowd_is_filled_in_every_path(tmp_path, monkeypatch):
     gt_file = case('missing-iscrowd')
-    message = r'of 3 annotations, 3 without "iscrowd" \(first: annotation ' \
-        r'1, 2, 3\) got iscrowd=0'
+    message = re.escape(f'{gt_file}: 3 of 3 annotations have no "iscrowd" '
+                        '(ids 1, 2, 3): iscrowd=0 used')
     with pytest.warns(CocoFilledWarning, match=message):
         evaluation = evaluate_results(
             gt_file, case('missing-iscrowd', 'results.json'), ['car'])
@@ -269,7 +269,8 @@ def test_missing_area_is_the_box_area(tmp_path):
     for ann in gt['annotations']:
         del ann['area']
     gt_file = write_json(tmp_path / 'gt.json', gt)
-    with pytest.warns(CocoFilledWarning, match='3 without "area"'):
+    with pytest.warns(CocoFilledWarning, match='3 of 3 annotations have no "area" '
+                      r'\(ids 1, 2, 3\): the area of their box used'):
         dataset = build_dataset(gt_file)
     assert len(dataset) == 3
     with pytest.warns(CocoFilledWarning):

@@ -202,16 +202,16 @@ def check_coco_annotations(coco: Any, source: str = 'the annotation file'
         if 'area' not in ann:
             ann['area'] = float(bbox[2] * bbox[3])
             no_area.append(ann['id'])
-    filled = [f'{len(ids)} without "{key}" (first: annotation '
-              f'{_first_few(ids)}) {how}'
-              for ids, key, how in ((no_iscrowd, 'iscrowd', 'got iscrowd=0'),
+    total = len(coco['annotations'])
+    filled = [f'{len(ids)} of {total} annotations have no "{key}" (ids '
+              f'{_first_few(ids)}): {how}'
+              for ids, key, how in ((no_iscrowd, 'iscrowd', 'iscrowd=0 used'),
                                     (no_area, 'area',
-                                     'got the area of their box'))
+                                     'the area of their box used'))
               if ids]
     if filled:
-        warnings.warn(
-            f'{source}: of {len(coco["annotations"])} annotations, '
-            f'{"; ".join(filled)}', CocoFilledWarning, stacklevel=2)
+        warnings.warn(f'{source}: {"; ".join(filled)}', CocoFilledWarning,
+                      stacklevel=2)
     return coco
 
 
