@@ -91,9 +91,10 @@ def pycocotools_ap(gt_file, detections, category_id):
 
 
 def build_dataset(ann_file, dataset_type='CocoDrivingDataset', **kwargs):
-    return DATASETS.build(
-        dict(type=dataset_type, ann_file=ann_file,
-             data_prefix=dict(img='images/'), pipeline=[], **kwargs))
+    cfg = dict(type=dataset_type, ann_file=ann_file,
+               data_prefix=dict(img='images/'), pipeline=[])
+    cfg.update(kwargs)
+    return DATASETS.build(cfg)
 
 
 def run_tool(monkeypatch, tool, *args):
@@ -440,3 +441,17 @@ def test_input_size_is_checked_the_same_way_by_every_tool(tmp_path):
     with pytest.raises(ValueError, match=re.escape(message)):
         export_onnx(config, str(tmp_path / 'missing.pth'),
                     str(tmp_path / 'model.onnx'), input_size=(300, 300))
+
+
+def test_missing_images_are_found_when_the_dataset_is_built(tmp_path):
+    train = case('background-images', 'train.json')
+    (tmp_path / 'images').mkdir()
+    (tmp_path / 'images' / '000000000002.jpg').write_bytes(b'')
+    pipeline = [dict(type='LoadImageFromFile')]
+    with pytest.raises(FileNotFoundError) as error:
+        build_dataset(train, data_root=str(tmp_path), pipeline=pipeline)
+    assert '2 of the 3 images of' in str(error.value)
+    assert "first: '000000000001.jpg', '000000000003.jpg'" in str(error.value)
+    with pytest.raises(FileNotFoundError, match='which does not exist'):
+        build_dataset(train, data_root=str(tmp_path / 'elsewhere'),
+                      pipeline=pipeline, test_mode=True)

@@ -21,6 +21,7 @@ when a later step trips over it:
 """
 import json
 import math
+import os.path as osp
 import warnings
 from collections import Counter
 from itertools import chain
@@ -33,7 +34,8 @@ __all__ = [
     'CocoFormatError', 'CocoFilledWarning', 'read_json', 'load_coco_json',
     'check_coco_annotations', 'category_ids_by_name', 'check_coco_results',
     'load_coco_results', 'check_result_image_ids',
-    'check_result_category_ids', 'check_predictions', 'label_count_error'
+    'check_result_category_ids', 'check_predictions', 'label_count_error',
+    'check_image_files'
 ]
 
 # How many ids an error message shows.
@@ -493,3 +495,28 @@ def check_predictions(bboxes: np.ndarray, scores: np.ndarray,
             f'{source}: ' + label_count_error(
                 f'image {image!r} has the label {label}', label + 1,
                 classes))
+
+
+def check_image_files(paths: Sequence[str], source: str) -> None:
+    """Refuse a dataset whose image files are not there, before the first
+    one is needed (a training run would stop at the first missing image,
+    possibly after hours).
+
+    Args:
+        paths (Sequence[str]): The image paths the dataset will read.
+        source (str): The annotation file, for the message.
+
+    Raises:
+        FileNotFoundError: naming how many are missing, the first few and
+            the folder they were looked for in.
+    """
+    missing = [path for path in paths if not osp.isfile(path)]
+    if missing:
+        folder = osp.dirname(missing[0]) or '.'
+        where = f'the folder {folder}' + (
+            '' if osp.isdir(folder) else ', which does not exist')
+        raise FileNotFoundError(
+            f'{len(missing)} of the {len(paths)} images of {source} are '
+            f'not files (looked for in {where}; first: '
+            f'{_first_few(osp.basename(path) for path in missing)}); check '
+            "data_root and data_prefix=dict(img=...) of the dataset")

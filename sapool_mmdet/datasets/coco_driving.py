@@ -8,7 +8,7 @@ from mmdet.registry import DATASETS
 
 from .classes import DRIVING_CLASSES
 from .coco_checks import (category_ids_by_name, check_coco_annotations,
-                          load_coco_json)
+                          check_image_files, load_coco_json)
 
 __all__ = ['NamedCategoryCOCO', 'CocoDrivingDataset']
 
@@ -124,6 +124,27 @@ class CocoDrivingDataset(CocoDataset):
 
     METAINFO = dict(classes=DRIVING_CLASSES)
     COCOAPI = NamedCategoryCOCO
+
+    def load_data_list(self) -> List[dict]:
+        """mmdet's ``load_data_list``, then, if the pipeline reads image
+        files from the local disk, check that every image is a file.
+
+        Returns:
+            list[dict]: The data infos.
+
+        Raises:
+            FileNotFoundError: if images are missing (the message names
+                the first few and the folder).
+        """
+        data_list = super().load_data_list()
+        reads_local_files = any(
+            type(transform).__name__ == 'LoadImageFromFile'
+            and getattr(transform, 'backend_args', None) is None
+            for transform in self.pipeline.transforms)
+        if reads_local_files and self.backend_args is None:
+            check_image_files([info['img_path'] for info in data_list],
+                              self.ann_file)
+        return data_list
 
     def filter_data(self) -> List[dict]:
         """Apply ``filter_cfg`` as mmdet does, then, in training and unless
