@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 from mmengine.dataset import pseudo_collate
 from mmengine.logging import MMLogger
@@ -270,7 +268,8 @@ def test_missing_area_is_the_box_area(tmp_path):
     for ann in gt['annotations']:
         del ann['area']
     gt_file = write_json(tmp_path / 'gt.json', gt)
-    with pytest.warns(CocoFilledWarning, match='3 of 3 annotations have no "area" '
+    with pytest.warns(CocoFilledWarning,
+                      match='3 of 3 annotations have no "area" '
                       r'\(ids 1, 2, 3\): the area of their box used'):
         dataset = build_dataset(gt_file)
     assert len(dataset) == 3

@@ -26,7 +26,7 @@ import warnings
 from collections import Counter
 from itertools import chain
 from numbers import Real
-from typing import Any, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Iterable, List, Mapping, Sequence
 
 import numpy as np
 
@@ -483,10 +483,11 @@ def check_predictions(bboxes: np.ndarray, scores: np.ndarray,
             f'box(es), first {bboxes[bad][0].tolist()}: boxes are (x1, y1, '
             'x2, y2), finite, with x2 >= x1 and y2 >= y1 (a model whose '
             'loss diverged predicts NaN)')
-    if not np.isfinite(scores).all():
+    not_finite = ~np.isfinite(scores)
+    if not_finite.any():
         raise CocoFormatError(
-            f'{source}: image {image!r} has {int((~np.isfinite(scores)).sum())}'
-            ' score(s) that are not finite numbers (a model whose loss '
+            f'{source}: image {image!r} has {int(not_finite.sum())} '
+            'score(s) that are not finite numbers (a model whose loss '
             'diverged predicts NaN)')
     out_of_range = (labels < 0) | (labels >= len(classes))
     if out_of_range.any():

@@ -30,7 +30,7 @@ import numpy as np
 gt = COCO(sys.argv[1])
 coco_eval = COCOeval(gt, gt.loadRes(sys.argv[2]), 'bbox')
 coco_eval.params.maxDets = [100, 300, 1000]
-coco_eval.params.iouThrs = np.linspace(.5, 0.95, int(np.round((0.95 - .5) / .05)) + 1, endpoint=True)
+coco_eval.params.iouThrs = np.linspace(.5, .95, 10)
 coco_eval.evaluate()
 coco_eval.accumulate()
 coco_eval.summarize()
