@@ -53,5 +53,5 @@ def test_command_line(tmp_path, monkeypatch, capsys):
     for row in ('pycocotools directly', 'tools/eval_driving.py',
                 'import sapool_mmdet only'):
         assert f'| {row}' in printed
-    assert '| 1.00x      | 1.00x' in printed
+    assert '| 1.00x      | 1.00x     | 1.00x' in printed
     assert (tmp_path / 'report' / 'driving_metrics.json').is_file()

@@ -1,10 +1,12 @@
 """Time tools/eval_driving.py against pycocotools run directly on the same
 COCO val-sized files (5,000 images, 37,000 boxes, 400,000 detections over
-the 80 COCO classes), each in its own process: wall time and peak memory.
+the 80 COCO classes), each in its own process: wall time, CPU time and
+peak memory.
 
     python tools/benchmark_eval.py --work-dir work_dirs/benchmark_eval
 
-The files are made once in --work-dir and reused by later runs.
+The files are made once in --work-dir and reused by later runs (delete
+them to change the sizes).
 """
 import argparse
 import os.path as osp
@@ -31,7 +33,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--detections', type=int, default=400000,
                         help='detections (default: %(default)s)')
     parser.add_argument('--repeats', type=int, default=1,
-                        help='runs of each, the fastest counts (default: '
+                        help='runs of each, the one with the least CPU time counts '
+                        '(default: '
                         '%(default)s)')
     return parser.parse_args()
 

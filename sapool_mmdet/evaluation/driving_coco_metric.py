@@ -1,5 +1,6 @@
 """COCO bbox evaluation of the configured classes, matched by name, with the
 Table 4-style report."""
+import copy
 import logging
 import os
 import os.path as osp
@@ -122,7 +123,7 @@ class DrivingCocoMetric(CocoMetric):
 
     @dataset_meta.setter
     def dataset_meta(self, dataset_meta: Optional[dict]) -> None:
-        self._dataset_meta = dataset_meta
+        self._dataset_meta = copy.deepcopy(dataset_meta)
         if dataset_meta is not None and self._coco_api is not None:
             self.cat_ids = category_ids_by_name(
                 list(self._coco_api.cats.values()), dataset_meta['classes'],
