@@ -8,6 +8,7 @@ annotation ids.
 """
 import argparse
 import sys
+import warnings
 
 from sapool_mmdet.datasets import (DRIVING_CLASSES, subset_coco_file,
                                    subset_results_file)
@@ -41,8 +42,14 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def _print_warning(message, category, *args, **kwargs) -> None:
+    print(f'warning: {message}', file=sys.stderr, flush=True)
+
+
 def main() -> None:
     args = parse_args()
+    # e.g. annotations without iscrowd/area, filled: one line, no source
+    warnings.showwarning = _print_warning
     print(f'reading {args.in_json}', flush=True)
     if args.gt is not None and args.keep_empty:
         sys.exit('error: --keep-empty applies to annotation files; a '

@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 
 from ..analysis.config import (SCOPES, build_from_config, check_input_size,
-                               infer_input_size, load_config)
+                               infer_input_size, input_size_divisor,
+                               load_config)
 from ..checkpoint import load_weights as load_checked_weights
 from ..fileio import atomic_open
 from ..pooling import POOLING, build_pooling
@@ -500,15 +501,9 @@ def export_onnx(config: str,
     if int8 and not calib_images:
         raise ValueError('int8 quantisation needs calibration images: pass '
                          'a folder of images (--calib-images DIR)')
-    size = (check_input_size(list(input_size)) if input_size is not None
-            else infer_input_size(cfg))
-    divisor = cfg.model.get('data_preprocessor', {}).get(
-        'pad_size_divisor', 1) or 1
-    if size[0] % divisor or size[1] % divisor:
-        raise ValueError(
-            f'the data preprocessor of {config!r} pads every input to a '
-            f'multiple of {divisor}, so the model never sees '
-            f'{size[0]}x{size[1]}; choose H and W divisible by {divisor}')
+    size = (check_input_size(list(input_size), cfg, repr(config))
+            if input_size is not None else infer_input_size(cfg))
+    divisor = input_size_divisor(cfg)
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file {checkpoint!r} not found')
     detector = build_from_config(cfg, 'detector')
