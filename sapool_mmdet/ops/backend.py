@@ -212,6 +212,9 @@ class OpsExtension(types.ModuleType):
             else:
                 output = roi_align(probe, rois, size, spatial_scale,
                                    sampling_ratio, 'avg', aligned)[0]
+            if not output.requires_grad:  # no RoI samples the map
+                grad_input.zero_()
+                return
             grad, = torch.autograd.grad(output, probe, grad_output)
         grad_input.copy_(grad)
 
