@@ -148,15 +148,23 @@ def test_pip_would_change_nothing_in_this_environment():
     assert would_install == ['sapool_mmdet'], would_install
 
 
-def test_mmcv_ops_benchmark_times_every_op():
-    """tools/benchmark_mmcv_ops.py: the check that a faster mmcv build
-    (MMCV_BUILD_FLAGS) does not slow the compiled ops we use."""
-    from sapool_mmdet.analysis.mmcv_ops import benchmark_mmcv_ops
+def test_mmcv_ops_benchmark_times_every_op_on_every_backend():
+    """tools/benchmark_mmcv_ops.py: the backends of sapool_mmdet.ops side by
+    side, and the check that a faster mmcv build (MMCV_BUILD_FLAGS) does
+    not slow the compiled ops we use."""
+    from sapool_mmdet.analysis.mmcv_ops import (available_backends,
+                                                benchmark_mmcv_ops)
+    from sapool_mmdet.ops import get_mmcv_ops_backend
+    backend = get_mmcv_ops_backend()
+    backends = available_backends()
+    assert backends[-1] == 'pytorch' and backend in backends
     rows = benchmark_mmcv_ops(min_run_time=0.01, max_run_time=0.05,
                               threads=1)
-    assert [r['op'] for r in rows] == [
-        'nms', 'roi_align', 'modulated_deform_conv2d fwd',
-        'modulated_deform_conv2d fwd+bwd']
+    ops = ['nms', 'roi_align', 'modulated_deform_conv2d fwd',
+           'modulated_deform_conv2d fwd+bwd']
+    assert [(r['backend'], r['op']) for r in rows] == [
+        (b, op) for b in backends for op in ops]
     for row in rows:
         assert row['median_ms'] > 0 and row['iqr_ms'] >= 0
         assert row['runs'] >= 1 and row['threads'] == 1
+    assert get_mmcv_ops_backend() == backend  # switched back

@@ -50,22 +50,24 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float,
     order = scores.sort(descending=True).indices
     x1, y1, x2, y2 = boxes.float()[order].unbind(dim=1)
     areas = (x2 - x1 + offset) * (y2 - y1 + offset)
-    overlaps = []
+    # suppresses[i][j - start]: box i (in score order) suppresses box j;
+    # only j >= start (the row block's first box) is ever needed
+    suppresses = []
     for start in range(0, len(order), _ROW_BLOCK):
-        rows = slice(start, start + _ROW_BLOCK)
-        w = (torch.minimum(x2[rows, None], x2) -
-             torch.maximum(x1[rows, None], x1) + offset).clamp(min=0)
-        h = (torch.minimum(y2[rows, None], y2) -
-             torch.maximum(y1[rows, None], y1) + offset).clamp(min=0)
-        inter = w * h
-        iou = inter / (areas[rows, None] + areas - inter)
-        overlaps.append(iou > iou_threshold)
-    suppresses = torch.cat(overlaps).cpu().numpy()
+        rows, cols = slice(start, start + _ROW_BLOCK), slice(start, None)
+        w = torch.minimum(x2[rows, None], x2[cols])
+        w = w.sub_(torch.maximum(x1[rows, None], x1[cols])).add_(offset)
+        h = torch.minimum(y2[rows, None], y2[cols])
+        h = h.sub_(torch.maximum(y1[rows, None], y1[cols])).add_(offset)
+        inter = w.clamp_(min=0).mul_(h.clamp_(min=0))
+        union = (areas[rows, None] + areas[cols]).sub_(inter)
+        suppresses.append((inter.div_(union) > iou_threshold).cpu().numpy())
     # The greedy pass is sequential by nature; it runs over booleans only.
     removed = np.zeros(len(order), dtype=bool)
     kept = []
     for i in range(len(order)):
         if not removed[i]:
             kept.append(i)
-            removed |= suppresses[i]
+            start = i - i % _ROW_BLOCK
+            removed[start:] |= suppresses[i // _ROW_BLOCK][i - start]
     return order[torch.as_tensor(kept, device=order.device)]

@@ -126,43 +126,40 @@ def roi_align(input: Tensor, rois: Tensor, output_size: Tuple[int, int],
         grid_w = grid_h
     else:
         grid_h, grid_w = bin_h.ceil().long(), bin_w.ceil().long()
-    features = input.flatten(2)
+    # (N, H*W, C): each bilinear corner gathers whole channel vectors
+    features = input.flatten(2).transpose(1, 2)
     batch = rois[:, 0].long()
     grids = torch.stack([grid_h, grid_w], dim=1)
     for gh, gw in torch.unique(grids, dim=0).tolist():
         if gh == 0 or gw == 0:  # no sample points: mmcv's 0 / -10000
             continue
         rows = (grids == grids.new_tensor([gh, gw])).all(dim=1).nonzero()[:, 0]
-        # (R, out_h, gh) sample rows and (R, out_w, gw) sample columns,
-        # in mmcv's order of operations so float rounding matches
-        ph = torch.arange(pooled_h, device=input.device)[:, None]
-        pw = torch.arange(pooled_w, device=input.device)[:, None]
-        iy = torch.arange(gh, device=input.device, dtype=dtype) + 0.5
-        ix = torch.arange(gw, device=input.device, dtype=dtype) + 0.5
-        sy, sx = start_y[rows, None, None], start_x[rows, None, None]
-        by, bx = bin_h[rows, None, None], bin_w[rows, None, None]
-        y = sy + ph * by + iy * by / gh
-        x = sx + pw * bx + ix * bx / gw
-        y = y[:, :, :, None, None].expand(-1, -1, -1, pooled_w, gw)
-        x = x[:, None, None].expand(-1, pooled_h, gh, -1, -1)
-        # samples: (R, out_h, gh, out_w, gw, C)
+        # sample points (R, out_h, out_w, gh, gw), in mmcv's order of
+        # operations so that float rounding matches
+        ph = torch.arange(pooled_h, device=input.device)[:, None, None, None]
+        pw = torch.arange(pooled_w, device=input.device)[:, None, None]
+        iy = torch.arange(gh, device=input.device, dtype=dtype)[:, None]
+        ix = torch.arange(gw, device=input.device, dtype=dtype)
+        sy, sx = start_y[rows, None, None, None, None], \
+            start_x[rows, None, None, None, None]
+        by, bx = bin_h[rows, None, None, None, None], \
+            bin_w[rows, None, None, None, None]
+        shape = (len(rows), pooled_h, pooled_w, gh, gw)
+        y = (sy + ph * by + (iy + 0.5) * by / gh).expand(shape)
+        x = (sx + pw * bx + (ix + 0.5) * bx / gw).expand(shape)
         index = batch[rows, None, None, None, None]
-        samples = sum(
-            weight[..., None] * features[index, :, flat].to(dtype)
+        samples = sum(  # (R, out_h, out_w, gh, gw, C)
+            weight[..., None] * features[index, flat].to(dtype)
             for flat, weight in _bilinear_corners(y, x, height, width))
-        samples = samples.permute(0, 5, 1, 3, 2, 4).flatten(4)
+        samples = samples.flatten(3, 4)
         if pool_mode == 'avg':
-            output[rows] = samples.mean(dim=4).to(output.dtype)
+            output[rows] = samples.mean(dim=3).permute(0, 3, 1, 2).to(
+                output.dtype)
         else:
-            best, arg = samples.max(dim=4)
-            output[rows] = best.to(output.dtype)
-            # the sample points in the same (R, 1, out_h, out_w, gh*gw) order
-            y = y.permute(0, 1, 3, 2, 4).flatten(3)[:, None]
-            x = x.permute(0, 1, 3, 2, 4).flatten(3)[:, None]
-            y = y.expand(-1, channels, -1, -1, -1)
-            x = x.expand(-1, channels, -1, -1, -1)
-            argmax_y[rows] = y.gather(4, arg[..., None])[..., 0]
-            argmax_x[rows] = x.gather(4, arg[..., None])[..., 0]
+            best, arg = samples.max(dim=3)  # (R, out_h, out_w, C)
+            output[rows] = best.permute(0, 3, 1, 2).to(output.dtype)
+            argmax_y[rows] = y.flatten(3).gather(3, arg).permute(0, 3, 1, 2)
+            argmax_x[rows] = x.flatten(3).gather(3, arg).permute(0, 3, 1, 2)
     return output, argmax_y, argmax_x
 
 
