@@ -29,6 +29,9 @@ INSTALL_REQUIRES = [
     'matplotlib>=3.5',
     'terminaltables>=3.1',
     'Pillow>=8.0',
+    # mmengine < 1.0 imports pkg_resources (removed in setuptools 81) to
+    # resolve `mmdet::` base configs, which every config here inherits
+    'setuptools<81',
 ]
 
 setup(
