@@ -73,8 +73,8 @@ def roi_align(input: Tensor, rois: Tensor, output_size: Tuple[int, int],
     of ``gh x gw`` bilinear samples at the centres of a regular grid in the
     bin, where ``gh = sampling_ratio`` or, when it is 0, the adaptive
     ``ceil(roi_height / output_height)`` of each RoI (likewise ``gw``).
-    RoIs sharing a grid size are computed together, so memory stays near
-    the sum of the RoIs' own samples.
+    RoIs sharing a grid size are computed together, one row of sample
+    points at a time.
 
     Args:
         input (Tensor): (N, C, H, W) feature maps.
@@ -134,32 +134,46 @@ def roi_align(input: Tensor, rois: Tensor, output_size: Tuple[int, int],
         if gh == 0 or gw == 0:  # no sample points: mmcv's 0 / -10000
             continue
         rows = (grids == grids.new_tensor([gh, gw])).all(dim=1).nonzero()[:, 0]
-        # sample points (R, out_h, out_w, gh, gw), in mmcv's order of
-        # operations so that float rounding matches
-        ph = torch.arange(pooled_h, device=input.device)[:, None, None, None]
-        pw = torch.arange(pooled_w, device=input.device)[:, None, None]
-        iy = torch.arange(gh, device=input.device, dtype=dtype)[:, None]
-        ix = torch.arange(gw, device=input.device, dtype=dtype)
-        sy, sx = start_y[rows, None, None, None, None], \
-            start_x[rows, None, None, None, None]
-        by, bx = bin_h[rows, None, None, None, None], \
-            bin_w[rows, None, None, None, None]
-        shape = (len(rows), pooled_h, pooled_w, gh, gw)
-        y = (sy + ph * by + (iy + 0.5) * by / gh).expand(shape)
-        x = (sx + pw * bx + (ix + 0.5) * bx / gw).expand(shape)
-        index = batch[rows, None, None, None, None]
-        samples = sum(  # (R, out_h, out_w, gh, gw, C)
-            weight[..., None] * features[index, flat].to(dtype)
-            for flat, weight in _bilinear_corners(y, x, height, width))
-        samples = samples.flatten(3, 4)
+        # One row of each bin's sample grid at a time: memory stays at
+        # R x out_h x out_w x gw x C however large the adaptive grid.
+        # Sample points follow mmcv's order of operations (float rounding).
+        ph = torch.arange(pooled_h, device=input.device)[:, None, None]
+        pw = torch.arange(pooled_w, device=input.device)[:, None]
+        ix = torch.arange(gw, device=input.device, dtype=dtype) + 0.5
+        sy, sx = start_y[rows, None, None, None], \
+            start_x[rows, None, None, None]
+        by, bx = bin_h[rows, None, None, None], bin_w[rows, None, None, None]
+        shape = (len(rows), pooled_h, pooled_w, gw)
+        x = (sx + pw * bx + ix * bx / gw).expand(shape)
+        index = batch[rows, None, None, None]
+        total = best = best_y = best_x = None
+        if pool_mode == 'max':  # mmcv's start: -10000 at no sample point
+            best = features.new_full(shape[:3] + (channels,), _EMPTY_MAX,
+                                     dtype=dtype)
+            best_y, best_x = torch.full_like(best, -1.0), \
+                torch.full_like(best, -1.0)
+        for iy in range(gh):
+            y = (sy + ph * by + (iy + 0.5) * by / gh).expand(shape)
+            samples = sum(  # (R, out_h, out_w, gw, C)
+                weight[..., None] * features[index, flat].to(dtype)
+                for flat, weight in _bilinear_corners(y, x, height, width))
+            if pool_mode == 'avg':
+                row_sum = samples.sum(dim=3)
+                total = row_sum if total is None else total + row_sum
+                continue
+            # first maximum wins, as in mmcv's strict '>' scan
+            value, arg = samples.max(dim=3)
+            better = value > best
+            best = torch.where(better, value, best)
+            best_y = torch.where(better, y[..., :1], best_y)
+            best_x = torch.where(better, x.gather(3, arg), best_x)
         if pool_mode == 'avg':
-            output[rows] = samples.mean(dim=3).permute(0, 3, 1, 2).to(
+            output[rows] = (total / (gh * gw)).permute(0, 3, 1, 2).to(
                 output.dtype)
         else:
-            best, arg = samples.max(dim=3)  # (R, out_h, out_w, C)
             output[rows] = best.permute(0, 3, 1, 2).to(output.dtype)
-            argmax_y[rows] = y.flatten(3).gather(3, arg).permute(0, 3, 1, 2)
-            argmax_x[rows] = x.flatten(3).gather(3, arg).permute(0, 3, 1, 2)
+            argmax_y[rows] = best_y.permute(0, 3, 1, 2)
+            argmax_x[rows] = best_x.permute(0, 3, 1, 2)
     return output, argmax_y, argmax_x
 
 
