@@ -13,45 +13,17 @@ import sys
 import pytest
 import torch
 
+from tiny_demo import ROOT, tiny_demo_config
 from sapool_mmdet.datasets import make_synthetic_coco
-
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIG = osp.join(ROOT, 'configs', 'demo', 'ssd_mbv2_nlp.py')
 
 
 def tiny_config(tmp_path, data_root: str) -> str:
     """The demo config shrunk to 4 images of 96x96 in batches of 2."""
-    path = tmp_path / 'tiny_demo.py'
-    path.write_text(f"""
-_base_ = {CONFIG!r}
-data_root = {data_root + '/'!r}
-resize = dict(type='Resize', scale=(96, 96), keep_ratio=False)
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, pipeline=[
-        dict(type='LoadImageFromFile'),
-        dict(type='LoadAnnotations', with_bbox=True), resize,
-        dict(type='PackDetInputs')]))
-test_pipeline = [
-    dict(type='LoadImageFromFile'), resize,
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=(
-        'img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
-val_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
-test_evaluator = val_evaluator
+    return tiny_demo_config(tmp_path / 'tiny_demo.py', data_root, """
 train_cfg = dict(max_epochs=1, val_interval=100)
 default_hooks = dict(logger=dict(interval=1),
                      checkpoint=dict(interval=1, max_keep_ckpts=3))
-model = dict(bbox_head=dict(anchor_generator=dict(
-    strides=[16, 32, 48, 96, 96, 96],
-    min_sizes=[14, 30, 45, 61, 76, 91],
-    max_sizes=[30, 45, 61, 76, 91, 96])))
 """)
-    return str(path)
 
 
 def run_tool(tool: str, *args: str) -> str:

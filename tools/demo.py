@@ -3,7 +3,7 @@ synthetic driving set and print the Table 4-style metric report.
 
     python tools/demo.py [--config configs/demo/ssd_mbv2_nlp.py]
                          [--data data/synthetic_driving]
-                         [--work-dir work_dirs/demo]
+                         [--work-dir work_dirs/demo] [--amp]
 """
 import argparse
 
@@ -18,9 +18,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--data', default='data/synthetic_driving',
                         help='synthetic set folder, rendered if missing')
     parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument(
+        '--amp', action='store_true',
+        help='train in float16 with dynamic loss scaling (as mmdet\'s '
+        'train.py --amp; needs CUDA)')
     return parser.parse_args()
 
 
 if __name__ == '__main__':
     args = parse_args()
-    run_demo(args.config, args.data, args.work_dir)
+    try:
+        run_demo(args.config, args.data, args.work_dir, args.amp)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f'error: {error}') from None

@@ -12,7 +12,7 @@ from mmdet.registry import MODELS
 from mmdet.utils import get_test_pipeline_cfg
 from mmengine.config import Config
 
-from .export import INPUT_NAME
+from .graph import INPUT_NAME, create_session
 from .requirements import import_onnxruntime
 
 __all__ = ['IMAGE_EXTENSIONS', 'load_calibration_inputs', 'quantize_int8',
@@ -105,8 +105,6 @@ def quantize_int8(float_bytes: bytes, calibration: List[np.ndarray]
                                           CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from .runtime import create_session
 
     class Reader(CalibrationDataReader):
 

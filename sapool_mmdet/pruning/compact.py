@@ -20,9 +20,9 @@ from mmengine.runner import CheckpointLoader
 
 from ..analysis.config import infer_input_size, load_config
 from ..analysis.memory import iter_tensors, trace_activations
-from ..engine.pruning import ChannelPruner, allocate
 from ..fileio import atomic_open
 from .groups import narrow_groups_, select_groups
+from .pruner import ChannelPruner, allocate
 
 __all__ = ['CompactResult', 'StageMemory', 'compact_pruned',
            'compact_model_', 'planned_widths', 'write_compact_config',
