@@ -422,5 +422,18 @@ def test_environment_variable_picks_the_backend_at_import():
     assert result.stdout.split() == ['pytorch', 'OpsExtension', 'pytorch']
 
 
+def test_no_mmcv_at_all_says_how_to_get_one(monkeypatch):
+    import importlib.util
+
+    from sapool_mmdet.ops import backend as backend_module
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        backend_module.importlib.util, 'find_spec',
+        lambda name, *args: None if name == 'mmcv' else find_spec(name,
+                                                                  *args))
+    with pytest.raises(ImportError, match=r'mmcv-lite==2\.1\.0.*\[lite\]'):
+        backend_module.require_mmcv()
+
+
 def test_backends_are_listed():
     assert BACKENDS == ('mmcv', 'torchvision', 'pytorch')

@@ -39,7 +39,8 @@ from .roi_align import roi_align, roi_align_max_backward
 
 __all__ = [
     'BACKENDS', 'ENV_VAR', 'OpsExtension', 'compiled_mmcv_ext',
-    'torchvision_ops_error', 'resolve_backend', 'install_mmcv_ops',
+    'torchvision_ops_error', 'resolve_backend', 'require_mmcv',
+    'install_mmcv_ops',
     'set_mmcv_ops_backend', 'get_mmcv_ops_backend', 'mmcv_ops_backend'
 ]
 
@@ -260,6 +261,22 @@ class OpsExtension(types.ModuleType):
             target.copy_(grad)
 
 
+def require_mmcv() -> None:
+    """Raise a clear error where no mmcv (neither mmcv nor mmcv-lite) is
+    installed.
+
+    Raises:
+        ImportError: naming both ways to install one.
+    """
+    if importlib.util.find_spec('mmcv') is None:
+        raise ImportError(
+            'sapool_mmdet needs mmcv 2.x (>=2.0.0rc4, <2.2.0), which is not '
+            'installed. Without a compiler: `pip install "mmcv-lite==2.1.0"` '
+            '(or `pip install -e ".[lite]"` in a sapool-mmdet checkout); '
+            'the ops our detectors need then run on torchvision or plain '
+            'PyTorch. With every compiled op: ' + HOW_TO_GET_COMPILED_OPS)
+
+
 def install_mmcv_ops() -> str:
     """Make ``mmcv.ops`` importable and its NMS, RoIAlign and modulated
     deformable convolution run on the backend :func:`resolve_backend`
@@ -275,13 +292,7 @@ def install_mmcv_ops() -> str:
     """
     if _state['backend'] is not None:
         return _state['backend']
-    if importlib.util.find_spec('mmcv') is None:
-        raise ImportError(
-            'sapool_mmdet needs mmcv 2.x (>=2.0.0rc4, <2.2.0), which is not '
-            'installed. Without a compiler: `pip install "mmcv-lite==2.1.0"` '
-            '(or `pip install -e ".[lite]"` here); its ops then run on '
-            'torchvision or plain PyTorch. With every compiled op: '
-            + HOW_TO_GET_COMPILED_OPS)
+    require_mmcv()
     backend = resolve_backend()
     if compiled_mmcv_ext() is None and 'mmcv._ext' not in sys.modules:
         import mmcv
