@@ -9,9 +9,16 @@ checkpoints and result files, resume from the newest good checkpoint,
 refused mismatched weights, one run per work dir
 (:mod:`sapool_mmdet.engine.durable`), so
 ``custom_imports = dict(imports=['sapool_mmdet'], allow_failed_imports=False)``
-is all an mmdet config needs.
+is all an mmdet config needs. Before anything imports ``mmcv.ops``, it
+makes mmcv's NMS, RoIAlign and modulated deformable convolution available
+where mmcv has no compiled ops (mmcv-lite), on torchvision or plain PyTorch
+(:mod:`sapool_mmdet.ops`; ``SAPOOL_MMCV_OPS`` picks the backend).
 """
-from .compat import apply_compat_fixes
+from .ops import install_mmcv_ops
+
+install_mmcv_ops()
+
+from .compat import apply_compat_fixes  # noqa: E402
 
 apply_compat_fixes()
 

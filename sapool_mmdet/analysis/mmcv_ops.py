@@ -1,18 +1,30 @@
-"""Timing of the compiled mmcv ops the package's detectors run: NMS,
-RoIAlign and the modulated deformable convolution of ``DeformNLPool``.
+"""Timing of the mmcv ops the package's detectors run: NMS, RoIAlign and
+the modulated deformable convolution of ``DeformNLPool``, on each backend
+present (compiled mmcv, torchvision, plain PyTorch; :mod:`sapool_mmdet.ops`).
 
-Used to check that a faster mmcv build (other compiler flags) does not slow
-them down: build once per set of flags, run :func:`benchmark_mmcv_ops` in
-each environment, compare the medians.
+Used to compare the backends, and to check that a faster mmcv build (other
+compiler flags) does not slow the compiled ops down: build once per set of
+flags, run :func:`benchmark_mmcv_ops` in each environment, compare the
+medians.
 """
 from dataclasses import asdict
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import torch
 
+from ..ops import (compiled_mmcv_ext, mmcv_ops_backend,
+                   torchvision_ops_error)
 from .latency import measure_latency
 
-__all__ = ['benchmark_mmcv_ops']
+__all__ = ['available_backends', 'benchmark_mmcv_ops']
+
+
+def available_backends() -> List[str]:
+    """The backends of mmcv's ops that run here, compiled mmcv first."""
+    backends = ['mmcv'] if compiled_mmcv_ext() is not None else []
+    if torchvision_ops_error() is None:
+        backends.append('torchvision')
+    return backends + ['pytorch']
 
 
 def _cases(device: str) -> list:
@@ -31,6 +43,7 @@ def _cases(device: str) -> list:
     rois = torch.cat([
         torch.zeros(128, 1, device=device), starts,
         starts + rand(128, 2) * 100 + 8], dim=1)
+    torch.manual_seed(0)
     dcn = ModulatedDeformConv2dPack(32, 32, 3, padding=1).to(device)
     dcn_input = rand(1, 32, 40, 40)
     return [
@@ -48,9 +61,11 @@ def _cases(device: str) -> list:
 def benchmark_mmcv_ops(device: str = 'cpu',
                        min_run_time: float = 0.5,
                        max_run_time: float = 5.0,
-                       threads: Optional[int] = None) -> List[dict]:
-    """Time each op with :func:`~.latency.measure_latency`
-    (``torch.utils.benchmark.Timer``).
+                       threads: Optional[int] = None,
+                       backends: Optional[Sequence[str]] = None
+                       ) -> List[dict]:
+    """Time each op on each backend with :func:`~.latency.measure_latency`
+    (``torch.utils.benchmark.Timer``, which synchronises CUDA).
 
     Args:
         device (str): 'cpu' or a CUDA device. Default: 'cpu'.
@@ -60,12 +75,24 @@ def benchmark_mmcv_ops(device: str = 'cpu',
             Default: 5.0.
         threads (int, optional): Intra-op threads; None keeps torch's.
             Default: None.
+        backends (Sequence[str], optional): Subset of 'mmcv',
+            'torchvision', 'pytorch'; None times every one present
+            (:func:`available_backends`). Default: None.
 
     Returns:
-        list[dict]: Per op: ``op``, ``input``, ``median_ms``, ``iqr_ms``,
-        ``runs`` and ``threads``.
+        list[dict]: Per backend and op: ``backend``, ``op``, ``input``,
+        ``median_ms``, ``iqr_ms``, ``runs`` and ``threads``.
+
+    Raises:
+        ValueError, RuntimeError: for a backend that is unknown or not
+            available here (:func:`sapool_mmdet.ops.resolve_backend`).
     """
-    return [dict(op=op, input=description,
-                 **asdict(measure_latency(fn, min_run_time, max_run_time,
-                                          threads)))
-            for op, description, fn in _cases(device)]
+    rows = []
+    for backend in backends or available_backends():
+        with mmcv_ops_backend(backend):
+            for op, description, fn in _cases(device):
+                timing = measure_latency(fn, min_run_time, max_run_time,
+                                         threads)
+                rows.append(dict(backend=backend, op=op, input=description,
+                                 **asdict(timing)))
+    return rows
