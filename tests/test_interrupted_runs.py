@@ -512,6 +512,21 @@ def test_cli_errors_name_the_file_and_cause(tmp_path):
                     f'No such file or directory')
 
 
+def test_cli_error_for_a_refused_annotation_file(tmp_path):
+    # what tools/train.py and tools/test.py meet when the dataset is built
+    # from a truncated or inconsistent COCO file: the message of the
+    # package's checks, as tools/eval_driving.py prints it, no traceback
+    from sapool_mmdet.datasets import load_coco_json
+    annotations = tmp_path / 'instances_train.json'
+    annotations.write_text('{"images": [{"id": 1, "file_')
+    line = one_line_error(lambda: load_coco_json(str(annotations)))
+    assert line.startswith(f'error: {annotations} is not valid JSON')
+    line = one_line_error(
+        lambda: load_coco_json(str(tmp_path / 'missing.json')))
+    assert line == (f"error: cannot read {tmp_path / 'missing.json'}: "
+                    'No such file or directory')
+
+
 def test_cli_error_for_permission_denied(tmp_path):
     if os.geteuid() == 0:
         pytest.skip('root is never denied permission on a local folder')

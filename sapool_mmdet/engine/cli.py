@@ -6,7 +6,9 @@ Tools end with ``run_cli(main)`` instead of ``main()``. What counts as
 such an error: a file that cannot be read or written (``OSError``:
 missing, permission denied, no space left ...), a config with a syntax
 error, a truncated or corrupt JSON file, a file that is not UTF-8 text, a
-checkpoint that cannot be used (:class:`~sapool_mmdet.checkpoint
+COCO annotation or results file that the package's checks refuse
+(:class:`~sapool_mmdet.datasets.CocoFormatError`: a missing file, a
+repeated id ..., met by the dataset a training builds), a checkpoint that cannot be used (:class:`~sapool_mmdet.checkpoint
 .CheckpointError`), a work dir held by another run and a distributed
 launch that cannot start. Everything else is a bug and keeps its
 traceback.
@@ -18,14 +20,15 @@ from types import TracebackType
 from typing import Any, Callable, Optional
 
 from ..checkpoint import CheckpointError
+from ..datasets.coco_checks import CocoFormatError
 from .dist import DistributedSetupError
 from .workdir_lock import WorkDirBusyError
 
 __all__ = ['USER_ERRORS', 'describe_error', 'run_cli']
 
 USER_ERRORS = (OSError, SyntaxError, json.JSONDecodeError,
-               UnicodeDecodeError, CheckpointError, WorkDirBusyError,
-               DistributedSetupError)
+               UnicodeDecodeError, CheckpointError, CocoFormatError,
+               WorkDirBusyError, DistributedSetupError)
 # Names under which the functions that read files keep the path.
 _PATH_NAMES = ('filename', 'file', 'filepath', 'path', 'fname', 'ann_file')
 
