@@ -225,6 +225,15 @@ def test_bad_arguments_fail_before_any_model_is_built(kwargs, error, message):
         benchmark_train([CONV], progress=False, **kwargs)
 
 
+def test_input_size_the_preprocessor_would_pad_is_refused():
+    # YOLOv3 pads inputs to a multiple of 32: 300x300 would be timed as
+    # 320x320 under a 300x300 label; the message of analyze_model.py and
+    # export_onnx.py, before any config is benchmarked
+    yolo = osp.join(ROOT, 'configs', 'yolov3_mbv2_nlp.py')
+    with pytest.raises(ValueError, match='multiple of 32.*e.g. 320 320'):
+        benchmark_train([CONV, yolo], input_size=(300, 300), progress=False)
+
+
 def test_missing_configs_and_non_training_configs(tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.py'):
         benchmark_train([CONV, str(tmp_path / 'nope.py')], progress=False)

@@ -452,8 +452,8 @@ def benchmark_train_config(path: str,
     threads = check_threads(threads)
     cfg = load_config(path, cfg_options)
     _check_train_config(cfg, path)
-    size = (check_input_size(input_size) if input_size is not None else
-            infer_input_size(cfg))
+    size = (check_input_size(input_size, cfg, repr(path))
+            if input_size is not None else infer_input_size(cfg))
     batch_size = (cfg.train_dataloader.batch_size if batch_size is None else
                   batch_size)
     batch = synthetic_batch(batch_size, size, model_num_classes(cfg.model))
@@ -623,6 +623,11 @@ def benchmark_train(paths: Sequence[str],
         _check_count('batch size', batch_size)
     if input_size is not None:
         check_input_size(input_size)
+        # the size each config's data preprocessor lets through, checked
+        # for all of them before the first is benchmarked
+        for path in paths:
+            check_input_size(input_size, load_config(path, cfg_options),
+                             repr(path))
     _check_amp(amp, _check_device(device))
     check_run_times(min_run_time, max_run_time)
     check_threads(threads)
