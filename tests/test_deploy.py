@@ -268,6 +268,22 @@ def test_bad_input_gives_clear_errors_and_writes_nothing(tiny_ssd, tmp_path):
         evaluate_onnx(config, backbone_file,
                       str(tiny_ssd['root'] / 'work_refused'))
 
+    # a truncated export, and an export of another head (8 classes) under
+    # a config of 2: refused before any image is read
+    truncated = tiny_ssd['root'] / 'truncated.onnx'
+    with open(tiny_ssd['onnx'], 'rb') as f:
+        truncated.write_bytes(f.read(4096))
+    with pytest.raises(ValueError, match='cannot be loaded by onnxruntime, '
+                       'it is truncated or not an ONNX model'):
+        evaluate_onnx(config, str(truncated),
+                      str(tiny_ssd['root'] / 'work_refused'))
+    with pytest.raises(ValueError, match="does not fit the config's head: "
+                       'output cls_scores_0 has 54 channels, the head makes '
+                       '18'):
+        evaluate_onnx(config, tiny_ssd['onnx'],
+                      str(tiny_ssd['root'] / 'work_refused'),
+                      cfg_options={'model.bbox_head.num_classes': 2})
+
     with pytest.raises(SystemExit, match='error: checkpoint file'):
         run_tool('export_onnx.py', config, str(tmp_path / 'missing.pth'),
                  '--out', out)

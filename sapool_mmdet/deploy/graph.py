@@ -105,6 +105,11 @@ def create_session(model: Union[str, bytes],
 
     Returns:
         onnxruntime.InferenceSession
+
+    Raises:
+        FileNotFoundError: no file at ``model``.
+        ValueError: the file is not a model onnxruntime can load (a
+            truncated export, another format).
     """
     ort = import_onnxruntime()
     if isinstance(model, str) and not osp.isfile(model):
@@ -114,8 +119,17 @@ def create_session(model: Union[str, bytes],
     if num_threads is not None:
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
-    return ort.InferenceSession(model, sess_options=options,
-                                providers=['CPUExecutionProvider'])
+    try:
+        return ort.InferenceSession(model, sess_options=options,
+                                    providers=['CPUExecutionProvider'])
+    except Exception as error:  # onnxruntime's own types (InvalidProtobuf,
+        # Fail, ...) derive from Exception only
+        if not isinstance(model, str):
+            raise
+        raise ValueError(
+            f'ONNX file {model!r} cannot be loaded by onnxruntime, it is '
+            f'truncated or not an ONNX model ({type(error).__name__}: '
+            f'{str(error).strip()})') from error
 
 
 def session_metadata(session) -> dict:

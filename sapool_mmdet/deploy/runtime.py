@@ -19,8 +19,8 @@ from mmdet.structures import SampleList
 from mmengine.config import Config, ConfigDict
 
 from ..analysis.config import load_config
-from .graph import (INPUT_NAME, create_session, group_outputs,
-                    session_metadata)
+from .graph import (INPUT_NAME, create_session, flatten_outputs,
+                    group_outputs, session_metadata)
 
 __all__ = ['create_session', 'session_metadata', 'ONNXRuntimeDetector',
            'onnx_test_config', 'evaluate_onnx']
@@ -71,11 +71,41 @@ class ONNXRuntimeDetector(BaseDetector):
                 f'ONNX evaluation runs single-stage detectors (a dense head '
                 f'whose predict_by_feat decodes the raw outputs); the '
                 f'config builds {type(torch_detector).__name__}')
+        self._check_outputs_fit(torch_detector)
         self.bbox_head = torch_detector.bbox_head
         shape = self.session.get_inputs()[0].shape
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
         self.fixed_size = (tuple(shape[2:]) if all(
             isinstance(v, int) for v in shape[2:]) else None)
+
+    def _check_outputs_fit(self, torch_detector: SingleStageDetector):
+        """Refuse an ONNX model whose outputs are not what the config's
+        head decodes (exported from another config, e.g. another number of
+        classes), before any image is read: the head's outputs for one
+        blank image of the export size, against the graph's outputs."""
+        size = self.metadata.get('input_size')
+        if not size:
+            return
+        torch_detector.eval()
+        with torch.no_grad():
+            expected = flatten_outputs(
+                torch_detector._forward(torch.zeros(1, 3, *size)))
+        actual = self.session.get_outputs()
+        if len(actual) != len(expected):
+            raise ValueError(
+                f'{self.onnx_file!r} has {len(actual)} outputs, the head of '
+                f'the config makes {len(expected)}: it was exported from '
+                f'another config')
+        for output, tensor in zip(actual, expected):
+            channels = output.shape[1] if len(output.shape) > 1 else None
+            if isinstance(channels, int) and channels != tensor.shape[1]:
+                raise ValueError(
+                    f'{self.onnx_file!r} does not fit the config\'s head: '
+                    f'output {output.name} has {channels} channels, the '
+                    f'head makes {tensor.shape[1]}; it was exported from '
+                    f'another config (another number of classes or '
+                    f'anchors?); evaluate it with the config it was '
+                    f'exported from ({self.metadata.get("config")!r})')
 
     def _run(self, batch_inputs: torch.Tensor) -> List[np.ndarray]:
         size = tuple(batch_inputs.shape[2:])
