@@ -186,6 +186,16 @@ def test_tool_missing_files_fail_clearly(mixed, tmp_path, monkeypatch):
             run_tool(monkeypatch, *args, '--out', tmp_path / 'out')
         assert f'error: {message}' in str(exit_info.value)
         assert 'not found' in str(exit_info.value)
+    # a file that is not an image: refused before anything is written
+    not_image = tmp_path / 'not_an_image.jpg'
+    not_image.write_text('not an image')
+    with pytest.raises(SystemExit) as exit_info:
+        run_tool(monkeypatch, config, checkpoint, not_image, '--out',
+                 tmp_path / 'out')
+    assert str(exit_info.value) == (
+        f"error: image '{not_image}' cannot be decoded: it is not an image "
+        f'file, or it is truncated')
+    assert not (tmp_path / 'out').exists()
 
 
 def test_load_detector_reverts_syncbn_and_names_classes(mixed, tmp_path):

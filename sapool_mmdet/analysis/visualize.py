@@ -79,6 +79,16 @@ def _check_file(path: str, what: str) -> None:
         raise FileNotFoundError(f'{what} {path!r} not found')
 
 
+def _check_image(path: str) -> None:
+    """A missing or undecodable image, refused before the model is
+    built and before anything is written."""
+    _check_file(path, 'image')
+    import mmcv
+    if mmcv.imread(path) is None:
+        raise ValueError(f'image {path!r} cannot be decoded: it is not an '
+                         f'image file, or it is truncated')
+
+
 def _head_num_classes(model: nn.Module) -> Optional[int]:
     """Classes of the detector's box head (one- or two-stage), if known."""
     roi_head = getattr(model, 'roi_head', None)
@@ -392,10 +402,11 @@ def visualize_pooling(config: str, checkpoint: str,
 
     Raises:
         FileNotFoundError: a missing config, checkpoint or image.
-        ValueError: the model has no pooling layer with a weight map.
+        ValueError: an image that cannot be decoded; the model has no
+            pooling layer with a weight map.
     """
     for image in images:
-        _check_file(image, 'image')
+        _check_image(image)
     model, cfg, class_names = load_detector(config, checkpoint, device)
     layers = find_pooling_layers(model)
     if not layers.weighted:
