@@ -26,7 +26,8 @@ from sapool_mmdet.analysis.analyze import analyze_configs
 from sapool_mmdet.datasets import (COCO2017_CATEGORIES, DRIVING_CLASSES,
                                    CocoFilledWarning, CocoFormatError,
                                    subset_coco_file)
-from sapool_mmdet.engine.hooks import ClassCountCheckHook
+from sapool_mmdet.engine import run_cli
+from sapool_mmdet.engine.hooks import ClassCountCheckHook, RunConfigError
 from sapool_mmdet.evaluation import DrivingCocoMetric, evaluate_results
 
 from conftest import write_json
@@ -376,11 +377,16 @@ def test_head_class_count_is_checked_before_the_run(tmp_path):
         test_cfg=dict(),
         default_scope='mmdet')
     assert any(isinstance(h, ClassCountCheckHook) for h in runner.hooks)
-    with pytest.raises(ValueError) as error:
-        runner.test()
+    with pytest.raises(SystemExit) as exit_info:
+        # tools/train.py and tools/test.py: one error line, no traceback
+        run_cli(runner.test)
+    message = exit_info.value.code
+    assert message.startswith('error: ') and '\n' not in message
+    error = exit_info.value.__context__
+    assert isinstance(error, RunConfigError)
     assert "the model's bbox_head has 80 classes (the test dataset has 8)" \
-        in str(error.value)
-    assert 'but the label classes are only 8' in str(error.value)
+        in str(error)
+    assert 'but the label classes are only 8' in str(error)
     assert not (tmp_path / 'work' / 'driving_metrics.json').exists()
 
 

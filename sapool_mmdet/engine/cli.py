@@ -8,7 +8,10 @@ missing, permission denied, no space left ...), a config with a syntax
 error, a truncated or corrupt JSON file, a file that is not UTF-8 text, a
 COCO annotation or results file that the package's checks refuse
 (:class:`~sapool_mmdet.datasets.CocoFormatError`: a missing file, a
-repeated id ..., met by the dataset a training builds), a checkpoint that cannot be used (:class:`~sapool_mmdet.checkpoint
+repeated id ..., met by the dataset a training builds), a model and
+datasets that do not fit together (:class:`~sapool_mmdet.engine.hooks
+.RunConfigError`: a head with another class count, more processes than
+images), a checkpoint that cannot be used (:class:`~sapool_mmdet.checkpoint
 .CheckpointError`), a work dir held by another run and a distributed
 launch that cannot start. Everything else is a bug and keeps its
 traceback.
@@ -22,13 +25,14 @@ from typing import Any, Callable, Optional
 from ..checkpoint import CheckpointError
 from ..datasets.coco_checks import CocoFormatError
 from .dist import DistributedSetupError
+from .hooks import RunConfigError
 from .workdir_lock import WorkDirBusyError
 
 __all__ = ['USER_ERRORS', 'describe_error', 'run_cli']
 
 USER_ERRORS = (OSError, SyntaxError, json.JSONDecodeError,
                UnicodeDecodeError, CheckpointError, CocoFormatError,
-               WorkDirBusyError, DistributedSetupError)
+               WorkDirBusyError, DistributedSetupError, RunConfigError)
 # Names under which the functions that read files keep the path.
 _PATH_NAMES = ('filename', 'file', 'filepath', 'path', 'fname', 'ann_file')
 

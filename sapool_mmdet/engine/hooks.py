@@ -12,7 +12,14 @@ from mmengine.runner import BaseLoop, Runner
 from ..datasets.coco_checks import label_count_error
 from ..evaluation import DrivingCocoMetric
 
-__all__ = ['MetricWorkDirHook', 'WorldSizeCheckHook', 'ClassCountCheckHook']
+__all__ = ['MetricWorkDirHook', 'WorldSizeCheckHook', 'ClassCountCheckHook',
+           'RunConfigError']
+
+
+class RunConfigError(ValueError):
+    """A run whose model, datasets and launch do not fit together, found
+    by a hook before the first iteration; the tools print it in one line
+    (:func:`~sapool_mmdet.engine.cli.run_cli`)."""
 
 
 def _loop_evaluator(loop):
@@ -59,7 +66,7 @@ class WorldSizeCheckHook(Hook):
             return
         size = len(dataloader.dataset)
         if size < world_size:
-            raise ValueError(
+            raise RunConfigError(
                 f'{world_size} processes, but the {split} set has only '
                 f'{size} image{"s" if size != 1 else ""} (after filtering): '
                 f'each process needs at least one image of its own. Launch '
@@ -119,7 +126,7 @@ class ClassCountCheckHook(Hook):
     def _check(model: nn.Module, classes: Sequence[str], split: str) -> None:
         for name, num_classes in head_num_classes(model).items():
             if num_classes != len(classes):
-                raise ValueError(label_count_error(
+                raise RunConfigError(label_count_error(
                     f"the model's {name} has {num_classes} classes (the "
                     f'{split} dataset has {len(classes)})', num_classes,
                     classes))
