@@ -176,6 +176,23 @@ def test_int8_quantize_linear_path():
     assert unfused.peak_bytes == 3 * 64 * F32 + 4 * 64 * F32
 
 
+def test_int8_device_needs_no_int8_kernels():
+    # Unoptimised, onnxruntime would run the Conv in float between DQ and
+    # Q; an all-int8 runtime holds the same schedule at one byte per
+    # element with Q and DQ free: the QLinearConv figure.
+    unfused = deployed_memory(_int8_conv(), level='disable',
+                              int8_device=True)
+    assert [op for _, op in unfused.nodes] == ['DequantizeLinear', 'Conv']
+    assert unfused.live_bytes == [3 * 64, 3 * 64 + 4 * 64]
+    assert {t.name: t.nbytes for t in unfused.live_at_peak} == {
+        'c': 256, 'x': 192}
+    fused = deployed_memory(_int8_conv(), level='extended')
+    assert unfused.peak_bytes == fused.peak_bytes
+    # A float graph is counted at one byte per element the same way.
+    assert deployed_memory(_chain(), level='extended',
+                           int8_device=True).peak_bytes == 3 * 64 + 4 * 64
+
+
 def test_nodes_out_of_order_are_sorted_topologically():
     model = _chain()
     nodes = list(model.graph.node)

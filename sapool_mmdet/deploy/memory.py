@@ -53,6 +53,7 @@ DEFAULT_LEVEL = 'extended'
 _ORT_LEVELS = {'disable': 'ORT_DISABLE_ALL', 'basic': 'ORT_ENABLE_BASIC',
                'extended': 'ORT_ENABLE_EXTENDED', 'all': 'ORT_ENABLE_ALL'}
 GRAPH_INPUT = '<input>'
+_QDQ_OPS = ('QuantizeLinear', 'DequantizeLinear')
 
 
 @dataclass
@@ -93,6 +94,8 @@ class DeployedMemory:
         input_bytes_at_peak (int): The part of the peak held by the input.
         shapes_from (str): 'inference', or 'inference+run' when some shapes
             came from running the graph.
+        int8_device (bool): Accounted as an all-int8 runtime would hold
+            the graph (see :func:`graph_memory`).
     """
     level: str
     quantized_io: bool
@@ -104,6 +107,7 @@ class DeployedMemory:
     input_bytes: int = 0
     input_bytes_at_peak: int = 0
     shapes_from: str = 'inference'
+    int8_device: bool = False
 
     @property
     def peak_node(self) -> str:
@@ -378,7 +382,8 @@ def _quantized_boundary(graph, weights: set) -> Tuple[Dict[str, str], set]:
 def graph_memory(model,
                  input_size: Optional[Sequence[int]] = None,
                  quantized_io: Optional[bool] = None,
-                 level: str = 'disable') -> DeployedMemory:
+                 level: str = 'disable',
+                 int8_device: bool = False) -> DeployedMemory:
     """Walk ``model`` as it is (no further optimisation) and account its
     activation memory; see the module docstring for the rules.
 
@@ -390,6 +395,13 @@ def graph_memory(model,
             quantised where the graph quantises them. Default: None, which
             does so whenever the graph input feeds only QuantizeLinear.
         level (str): Recorded in the result only. Default: 'disable'.
+        int8_device (bool): Account the graph as a runtime with an int8
+            kernel for every operator would hold it: every activation one
+            byte per element, QuantizeLinear and DequantizeLinear free
+            (their output is their input). onnxruntime's CPU kernels leave
+            some operators of a QDQ model in float (those without an int8
+            kernel, and convolutions whose QDQ pattern it does not
+            convert); this figure does not depend on which. Default: False.
 
     Returns:
         DeployedMemory
@@ -400,31 +412,41 @@ def graph_memory(model,
     types, shapes_from = tensor_types(proto, input_size)
     replaced, dropped = _quantized_boundary(graph, weights)
     if quantized_io is None:
-        quantized_io = bool(replaced)
-    if not quantized_io:
+        quantized_io = bool(replaced) or int8_device
+    if not quantized_io or int8_device:
         replaced, dropped = {}, set()
     skipped_nodes = set(dropped)
-    input_tensors = []
-    for value in graph.input:
-        if value.name in weights:
-            continue
-        if value.name in replaced:
-            input_tensors += replaced[value.name]
-        else:
-            input_tensors.append(value.name)
     for index, node in enumerate(graph.node):
         if (node.op_type == 'QuantizeLinear' and node.input
                 and node.input[0] in replaced):
             skipped_nodes.add(index)
-    order = [i for i in execution_order(graph) if i not in skipped_nodes]
-    kept_outputs = {value.name for value in graph.output}
-    for index in dropped:
-        kept_outputs.discard(graph.node[index].output[0])
-        kept_outputs.add(graph.node[index].input[0])
+    # int8_device: a Q/DQ output is the tensor it converts.
+    alias = {}
+    if int8_device:
+        for index, node in enumerate(graph.node):
+            if node.op_type in _QDQ_OPS and node.input[0] not in weights:
+                alias[node.output[0]] = node.input[0]
+                skipped_nodes.add(index)
+
+    def root(name: str) -> str:
+        while name in alias:
+            name = alias[name]
+        return name
 
     def nbytes(name: str) -> int:
         shape, dtype = types[name]
-        return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        size = 1 if int8_device else np.dtype(dtype).itemsize
+        return int(np.prod(shape, dtype=np.int64)) * size
+
+    input_tensors = []
+    for value in graph.input:
+        if value.name not in weights:
+            input_tensors += replaced.get(value.name, [value.name])
+    order = [i for i in execution_order(graph) if i not in skipped_nodes]
+    kept_outputs = {root(value.name) for value in graph.output}
+    for index in dropped:
+        kept_outputs.discard(graph.node[index].output[0])
+        kept_outputs.add(graph.node[index].input[0])
 
     born, last, producer = {}, {}, {}
     for name in input_tensors:
@@ -434,10 +456,10 @@ def graph_memory(model,
         node = graph.node[index]
         nodes.append((node.name, node.op_type if node.domain in ('', 'ai.onnx')
                       else f'{node.domain}.{node.op_type}'))
-        for name in node.input:
+        for name in map(root, node.input):
             if name in born:
                 last[name] = step
-        for name in node.output:
+        for name in map(root, node.output):
             if name and name not in weights and name not in born:
                 born[name], last[name] = step, step
                 producer[name] = node.name or node.op_type
@@ -455,9 +477,11 @@ def graph_memory(model,
         live_bytes.append(total)
     if not live_bytes:
         return DeployedMemory(level, quantized_io, [], [], 0, -1,
-                              shapes_from=shapes_from)
+                              shapes_from=shapes_from,
+                              int8_device=int8_device)
     peak_step = max(range(len(live_bytes)), key=live_bytes.__getitem__)
     live = [LiveTensor(name, tuple(types[name][0]),
+                       'int8' if int8_device else
                        np.dtype(types[name][1]).name, nbytes(name),
                        producer[name])
             for name in born if born[name] <= peak_step <= last[name]]
@@ -469,14 +493,15 @@ def graph_memory(model,
         input_bytes=sum(nbytes(name) for name in input_tensors),
         input_bytes_at_peak=sum(t.nbytes for t in live
                                 if t.producer == GRAPH_INPUT),
-        shapes_from=shapes_from)
+        shapes_from=shapes_from, int8_device=int8_device)
 
 
 def deployed_memory(model: Union[str, bytes, object],
                     level: str = DEFAULT_LEVEL,
                     input_size: Optional[Sequence[int]] = None,
                     quantized_io: Optional[bool] = None,
-                    save_optimized: Optional[str] = None) -> DeployedMemory:
+                    save_optimized: Optional[str] = None,
+                    int8_device: bool = False) -> DeployedMemory:
     """Peak activation memory of the graph onnxruntime runs for ``model``
     (float32 or int8 QDQ, as ``tools/export_onnx.py`` writes them).
 
@@ -487,6 +512,7 @@ def deployed_memory(model: Union[str, bytes, object],
         input_size (Sequence[int], optional): (H, W) for a model exported
             with dynamic height and width.
         quantized_io (bool, optional): See :func:`graph_memory`.
+        int8_device (bool): See :func:`graph_memory`. Default: False.
         save_optimized (str, optional): Also write the optimised graph
             there (atomically).
 
@@ -503,11 +529,19 @@ def deployed_memory(model: Union[str, bytes, object],
     if save_optimized:
         with atomic_open(save_optimized, 'wb') as f:
             f.write(optimized.SerializeToString())
-    return graph_memory(optimized, input_size, quantized_io, level)
+    return graph_memory(optimized, input_size, quantized_io, level,
+                        int8_device)
 
 
 def _kib(nbytes: int) -> str:
     return f'{nbytes / 1024:.1f}'
+
+
+def _accounting(result: DeployedMemory) -> str:
+    if result.int8_device:
+        return 'every activation int8'
+    return ('int8 input/output' if result.quantized_io else
+            'input/output as in the graph')
 
 
 def deployed_memory_text(result: DeployedMemory, title: str = '',
@@ -518,7 +552,7 @@ def deployed_memory_text(result: DeployedMemory, title: str = '',
              f'{_kib(result.peak_bytes)} KiB at {result.peak_node} (node '
              f'{result.peak_step + 1} of {len(result.nodes)}, onnxruntime '
              f'level {result.level!r}, '
-             f'{"int8" if result.quantized_io else "as-graph"} input/output);'
+             f'{_accounting(result)});'
              f' input {_kib(result.input_bytes)} KiB = '
              f'{100 * result.input_share:.0f}% of the peak']
     for tensor in result.live_at_peak[:top]:
