@@ -35,19 +35,17 @@ import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.utils import ProgressBar
 
 from ..analysis.config import build_from_config, check_input_size
-from ..analysis.flops import count_flops
 from ..analysis.memory import (OpStep, _LiveTensorTracker, _storage_key,
                                iter_tensors)
 from ..fileio import atomic_open
 from ..pooling import POOLING
-from .export import FlatOutputs, export_module, find_unexportable
-from .memory import DEFAULT_LEVEL, DeployedMemory, deployed_memory
+from .export import FlatOutputs, find_unexportable
+from .memory import DEFAULT_LEVEL, DeployedMemory
 
 __all__ = ['STRIDED_CONV', 'RECIPES', 'Candidate', 'Estimate', 'Plan',
            'BudgetReport', 'candidate_overrides', 'write_candidate_config',
@@ -74,6 +72,7 @@ STOCK_STRIDES = (1, 2, 2, 2, 1, 2, 1)
 NECK_STAGE_CHANNELS = 96
 PRUNE_SPARSITY = 0.5
 SIZE_STEP = 32
+ESTIMATE_AREA = 160 * 160
 # The folding the estimate assumes: a norm or activation right after a
 # convolution (or after one folded into it) writes into its output.
 _FOLDED_OPS = frozenset({
@@ -489,40 +488,30 @@ def estimate_candidate(candidate: Candidate,
 
 
 def _scaled(estimate: Estimate, size: Tuple[int, int]) -> Estimate:
-    ratio = (size[0] * size[1]) / (estimate.input_size[0] *
-                                    estimate.input_size[1])
+    height, width = estimate.input_size
+    ratio = size[0] * size[1] / (height * width)
     return Estimate(int(math.ceil(estimate.peak_bytes * ratio)),
                     estimate.peak_layer, int(estimate.flops * ratio),
                     estimate.params, size)
 
 
 def measure_candidate(candidate: Candidate, config_path: str,
-                      level: str = DEFAULT_LEVEL,
-                      calib_count: int = 2) -> Tuple[DeployedMemory,
-                                                     DeployedMemory]:
+                      level: str = DEFAULT_LEVEL
+                      ) -> Tuple[DeployedMemory, DeployedMemory]:
     """Export the detector of ``config_path`` (random weights) at the
-    candidate's size, quantise it to int8 (QDQ, calibrated on
-    ``calib_count`` random inputs) and measure the deployed graph.
+    candidate's size, quantise it to int8 (QDQ, calibrated on random
+    inputs) and measure the deployed graph.
 
     Returns:
         tuple[DeployedMemory, DeployedMemory]: The graph accounted as an
         all-int8 runtime holds it (the budget figure), and as
         onnxruntime's CPU kernels run it (some operators in float).
     """
-    from .quantize import quantize_int8
-    cfg = Config.fromfile(config_path)
-    detector = build_from_config(cfg, 'detector')
-    rng = np.random.default_rng(0)
-    calibration = [rng.standard_normal((1, 3, *candidate.input_size))
-                   .astype(np.float32) for _ in range(calib_count)]
-    with tempfile.TemporaryDirectory(prefix='sapool_budget_') as tmp:
-        path = osp.join(tmp, 'int8.onnx')
-        export_module(detector, path, candidate.input_size,
-                      tensor_mode=True,
-                      group_names=('cls_scores', 'bbox_preds'),
-                      quantize=lambda data: quantize_int8(data, calibration))
-        return (deployed_memory(path, level=level, int8_device=True),
-                deployed_memory(path, level=level))
+    from .config_memory import export_and_measure
+    detector = build_from_config(Config.fromfile(config_path), 'detector')
+    measured = export_and_measure(detector, candidate.input_size,
+                                  level=level, float32=False)
+    return measured['int8'], measured['int8_onnxruntime']
 
 
 def input_sizes(input_size: Sequence[int], min_size: int = 64,
@@ -605,7 +594,7 @@ def _floor(budget: int, size: Tuple[int, int],
            keep_size: bool) -> str:
     image = 3 * size[0] * size[1]
     low_cand = min(estimates, key=lambda c: estimates[c].peak_bytes)
-    low = estimates[low_cand]
+    low = _scaled(estimates[low_cand], size)
     at_smallest = _scaled(low, smallest)
     lines = []
     if image > budget:
@@ -697,7 +686,11 @@ def fit_budget(budget_kib: float,
     _check_levers(widths, first_strides, second_strides, min_size)
     budget = int(budget_kib * 1024)
     sizes = [size] if keep_size else input_sizes(size, min_size)
-    space = search_space(methods, size, widths, first_strides,
+    # Traced at the largest searched size of at most ESTIMATE_AREA pixels
+    # and scaled: the search's cost does not grow with the input size.
+    reference = next((at for at in sizes
+                      if at[0] * at[1] <= ESTIMATE_AREA), sizes[-1])
+    space = search_space(methods, reference, widths, first_strides,
                          second_strides, stem_pooling, pruning)
     report = BudgetReport(budget, size, estimated=len(space))
     bar = ProgressBar(len(space), file=sys.stderr) if progress else None
@@ -717,8 +710,8 @@ def fit_budget(budget_kib: float,
 
     fitting = []
     for candidate, estimate in estimates.items():
-        for index, at in enumerate(sizes):
-            scaled = estimate if index == 0 else _scaled(estimate, at)
+        for at in sizes:
+            scaled = _scaled(estimate, at)
             if scaled.peak_bytes <= budget:
                 fitting.append(Plan(replace(candidate, input_size=at),
                                     scaled))
@@ -735,10 +728,8 @@ def fit_budget(budget_kib: float,
         mine.sort(key=lambda p: -p.estimate.flops)
         chosen += mine[:confirm]
     for plan in chosen:
-        confirmed = _confirm(plan, sizes, budget, recipe, folder, level,
-                             progress)
-        if confirmed is not None:
-            report.confirmed.append(confirmed)
+        report.confirmed.append(_confirm(plan, sizes, budget, recipe,
+                                         folder, level, progress))
     fits = [p for p in report.confirmed if p.peak_bytes <= budget]
     report.frontier = pareto_front(fits)
     for method in methods:
@@ -767,32 +758,33 @@ def fit_budget(budget_kib: float,
 
 def _confirm(plan: Plan, sizes: List[Tuple[int, int]], budget: int,
              recipe: str, folder: str, level: str,
-             progress: bool) -> Optional[Plan]:
-    """Measure ``plan``; over budget, one size smaller once more."""
-    index = sizes.index(plan.candidate.input_size) if \
-        plan.candidate.input_size in sizes else 0
+             progress: bool) -> Plan:
+    """Estimate ``plan`` at its own size (exact FLOPs there), write its
+    config and measure it; over budget, the same one size smaller."""
+    candidate = plan.candidate
+    index = sizes.index(candidate.input_size)
     for attempt in range(2):
-        candidate = plan.candidate
         if progress:
             print(f'[fit_budget] measuring {candidate.name} (estimated '
                   f'{plan.estimate.peak_bytes / 1024:.1f} KiB)',
                   file=sys.stderr)
+        estimate = estimate_candidate(candidate, recipe)
         path = osp.join(folder, f'{candidate.name}.py')
         write_candidate_config(candidate, path, recipe, header=(
             'Written by tools/fit_budget.py: train it as any config, e.g.',
             f'  python tools/train.py {path}'))
         measured, as_run = measure_candidate(candidate, path, level)
-        plan = replace(plan, deployed_peak_bytes=measured.peak_bytes,
-                       deployed_node=measured.peak_node,
-                       onnxruntime_peak_bytes=as_run.peak_bytes,
-                       input_share=measured.input_share, config=path)
+        plan = Plan(candidate, estimate,
+                    deployed_peak_bytes=measured.peak_bytes,
+                    deployed_node=measured.peak_node,
+                    onnxruntime_peak_bytes=as_run.peak_bytes,
+                    input_share=measured.input_share, config=path)
         if measured.peak_bytes <= budget or attempt == 1 or \
                 index + 1 >= len(sizes):
-            return plan
+            break
         os.remove(path)
         index += 1
-        smaller = replace(candidate, input_size=sizes[index])
-        plan = Plan(smaller, estimate_candidate(smaller, recipe))
+        candidate = replace(candidate, input_size=sizes[index])
     return plan
 
 

@@ -129,7 +129,7 @@ class DeployedMemory:
         return data
 
 
-def _load(model) -> 'onnx.ModelProto':  # noqa: F821
+def _load(model):
     onnx = import_onnx()
     if isinstance(model, onnx.ModelProto):
         return model

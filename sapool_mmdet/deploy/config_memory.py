@@ -1,0 +1,163 @@
+"""Deployed against traced activation memory of a config's model
+(``tools/analyze_model.py --deployed``).
+
+The model is built with its initial weights (activation memory does not
+depend on their values), exported to ONNX (float32) and quantised to int8
+(QDQ, calibrated on random inputs), and each graph is measured after
+onnxruntime's optimisations (:mod:`sapool_mmdet.deploy.memory`). The trace
+of the PyTorch forward (:mod:`sapool_mmdet.analysis.memory`) is measured on
+the same input for comparison.
+"""
+import os.path as osp
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..analysis.config import (build_from_config, check_input_size,
+                               infer_input_size, load_config)
+from ..analysis.memory import trace_activations
+from .export import FlatOutputs, export_module
+from .memory import DEFAULT_LEVEL, DeployedMemory, deployed_memory
+
+__all__ = ['DeployedReport', 'export_and_measure', 'deployed_config_memory',
+           'deployed_reports_table']
+
+
+@dataclass
+class DeployedReport:
+    """Peaks of one model, in bytes.
+
+    Attributes:
+        name (str): Config (or ONNX file) name.
+        input_size (tuple[int, int]): (H, W).
+        traced (int): PyTorch trace, float32, nothing fused.
+        traced_int8 (int): The same at one byte per element.
+        float32 (int): Deployed float32 graph.
+        int8_onnxruntime (int): Deployed int8 graph as onnxruntime's CPU
+            kernels run it (int8 input and outputs).
+        int8 (int): Deployed int8 graph with every activation int8.
+        int8_node (str): The node at the ``int8`` peak.
+        int8_input_share (float): The input's share of the ``int8`` peak.
+    """
+    name: str
+    input_size: Tuple[int, int]
+    traced: Optional[int]
+    traced_int8: Optional[int]
+    float32: Optional[int]
+    int8_onnxruntime: int
+    int8: int
+    int8_node: str
+    int8_input_share: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def export_and_measure(model: nn.Module, input_size: Sequence[int],
+                       tensor_mode: bool = True,
+                       level: str = DEFAULT_LEVEL,
+                       calib_count: int = 2,
+                       float32: bool = True
+                       ) -> Dict[str, DeployedMemory]:
+    """Export ``model`` (a detector in tensor mode, or a backbone), quantise
+    it and measure the deployed graphs.
+
+    Args:
+        model (nn.Module): In eval mode.
+        input_size (Sequence[int]): (H, W).
+        tensor_mode (bool): ``model`` is an mmdet detector (its tensor
+            mode is exported). Default: True.
+        level (str): onnxruntime optimisation level. Default: 'extended'.
+        calib_count (int): Random calibration inputs. Default: 2.
+        float32 (bool): Also measure the float32 graph. Default: True.
+
+    Returns:
+        dict[str, DeployedMemory]: 'int8' (every activation int8),
+        'int8_onnxruntime' (as onnxruntime runs it) and, with ``float32``,
+        'float32'.
+    """
+    from .quantize import quantize_int8
+    size = check_input_size(list(input_size))
+    rng = np.random.default_rng(0)
+    calibration = [rng.standard_normal((1, 3, *size)).astype(np.float32)
+                   for _ in range(calib_count)]
+    names = ('cls_scores', 'bbox_preds') if tensor_mode else ('feats', )
+    results = {}
+    with tempfile.TemporaryDirectory(prefix='sapool_deployed_') as tmp:
+        if float32:
+            path = osp.join(tmp, 'float32.onnx')
+            export_module(model, path, size, tensor_mode=tensor_mode,
+                          group_names=names)
+            results['float32'] = deployed_memory(path, level=level)
+        path = osp.join(tmp, 'int8.onnx')
+        export_module(model, path, size, tensor_mode=tensor_mode,
+                      group_names=names,
+                      quantize=lambda data: quantize_int8(data, calibration))
+        results['int8'] = deployed_memory(path, level=level,
+                                          int8_device=True)
+        results['int8_onnxruntime'] = deployed_memory(path, level=level)
+    return results
+
+
+def deployed_config_memory(config: str,
+                           scope: str = 'detector',
+                           input_size: Optional[Sequence[int]] = None,
+                           cfg_options: Optional[dict] = None,
+                           level: str = DEFAULT_LEVEL) -> DeployedReport:
+    """Traced and deployed peaks of a config's detector (tensor mode) or
+    backbone; see the module docstring.
+
+    Raises:
+        FileNotFoundError: if ``config`` does not exist.
+        ValueError: for a bad size or scope, or a model that cannot be
+            exported.
+    """
+    cfg = load_config(config, cfg_options)
+    size = (check_input_size(list(input_size)) if input_size is not None
+            else infer_input_size(cfg))
+    model = build_from_config(cfg, scope)
+    tensor_mode = scope == 'detector'
+    inputs = torch.randn(1, 3, *size,
+                         generator=torch.Generator().manual_seed(0))
+    wrapped = FlatOutputs(model, tensor_mode)
+    with torch.no_grad():
+        trace = trace_activations(model, lambda: wrapped(inputs), [inputs])
+    measured = export_and_measure(model, size, tensor_mode, level)
+    int8 = measured['int8']
+    return DeployedReport(
+        name=osp.basename(config), input_size=size,
+        traced=trace.peak_bytes, traced_int8=trace.peak_bytes_int8,
+        float32=measured['float32'].peak_bytes,
+        int8_onnxruntime=measured['int8_onnxruntime'].peak_bytes,
+        int8=int8.peak_bytes, int8_node=int8.peak_node,
+        int8_input_share=int8.input_share)
+
+
+def deployed_reports_table(reports: Sequence[DeployedReport],
+                           markdown: bool = False) -> str:
+    """The peaks in KiB, one row per model."""
+    header = ['model', 'input', 'traced fp32', 'deployed fp32',
+              'traced int8', 'deployed int8 (onnxruntime)',
+              'deployed int8', 'input share', 'node at the int8 peak']
+
+    def kib(value: Optional[int]) -> str:
+        return '-' if value is None else f'{value / 1024:.0f}'
+
+    rows: List[List[str]] = [header]
+    for r in reports:
+        rows.append([r.name, f'{r.input_size[0]}x{r.input_size[1]}',
+                     kib(r.traced), kib(r.float32), kib(r.traced_int8),
+                     kib(r.int8_onnxruntime), kib(r.int8),
+                     f'{100 * r.int8_input_share:.0f}%', r.int8_node])
+    if markdown:
+        lines = ['| ' + ' | '.join(header) + ' |',
+                 '|' + '|'.join([' --- ', ' --- '] + [' ---: '] * 6 +
+                                [' --- ']) + '|']
+        lines += ['| ' + ' | '.join(row) + ' |' for row in rows[1:]]
+        return '\n'.join(lines) + '\n'
+    from terminaltables import AsciiTable
+    return AsciiTable(rows, 'peak activation memory (KiB)').table + '\n'
