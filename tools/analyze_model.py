@@ -6,7 +6,7 @@ configs, per backbone stage and in total.
         [--scope backbone|detector] [--input-size H W] \
         [--min-run-time S] [--max-run-time S] [--threads N] \
         [--cfg-options KEY=VALUE ...] [--json FILE] [--markdown FILE] \
-        [--plot FILE.png] [--deployed]
+        [--plot FILE.png] [--deployed [--fit-kib N ...]]
 
 Peak activation memory: the largest total size of the tensors live at once
 along the forward pass, every tensor freed after its last use, parameters
@@ -60,6 +60,10 @@ def parse_args() -> argparse.Namespace:
         '(exported float32 and int8 ONNX after onnxruntime\'s '
         'optimisations, input included) against the PyTorch trace; see '
         'sapool_mmdet/deploy/memory.py')
+    parser.add_argument(
+        '--fit-kib', type=float, nargs='+', default=[], metavar='N',
+        help='with --deployed: also the largest input (steps of 32 px) '
+        'whose deployed int8 peak fits each budget in KiB')
     return parser.parse_args()
 
 
@@ -72,7 +76,8 @@ def deployed(args: argparse.Namespace) -> None:
     from sapool_mmdet.fileio import atomic_open
     try:
         reports = [deployed_config_memory(config, args.scope,
-                                          args.input_size, args.cfg_options)
+                                          args.input_size, args.cfg_options,
+                                          fit_kib=args.fit_kib)
                    for config in args.configs]
     except (FileNotFoundError, ValueError, ImportError) as error:
         sys.exit(f'error: {error}')

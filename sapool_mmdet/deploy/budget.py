@@ -367,8 +367,10 @@ def write_candidate_config(candidate: Candidate, path: str,
     lines.append(f'_base_ = {relative!r}')
     for key, value in overrides.items():
         lines.append('')
-        text = pprint.pformat(value, width=76, sort_dicts=False)
-        lines.append(f'{key} = {text}')
+        prefix = f'{key} = '
+        text = pprint.pformat(value, width=79 - len(prefix),
+                              sort_dicts=False)
+        lines.append(prefix + text.replace('\n', '\n' + ' ' * len(prefix)))
     text = '\n'.join(lines) + '\n'
     with atomic_open(path, 'w', encoding='utf-8') as f:
         f.write(text)
@@ -527,6 +529,14 @@ def input_sizes(input_size: Sequence[int], min_size: int = 64,
         sizes.append((h, w))
         h -= step
     return sizes
+
+
+def reference_size(input_size: Sequence[int]) -> Tuple[int, int]:
+    """The size the search traces at: the largest of :func:`input_sizes`
+    (down to 32 px) with at most ``ESTIMATE_AREA`` pixels."""
+    sizes = input_sizes(input_size, SIZE_STEP)
+    return next((at for at in sizes if at[0] * at[1] <= ESTIMATE_AREA),
+                sizes[-1])
 
 
 def search_space(methods: Sequence[str],
@@ -688,8 +698,7 @@ def fit_budget(budget_kib: float,
     sizes = [size] if keep_size else input_sizes(size, min_size)
     # Traced at the largest searched size of at most ESTIMATE_AREA pixels
     # and scaled: the search's cost does not grow with the input size.
-    reference = next((at for at in sizes
-                      if at[0] * at[1] <= ESTIMATE_AREA), sizes[-1])
+    reference = reference_size(size)
     space = search_space(methods, reference, widths, first_strides,
                          second_strides, stem_pooling, pruning)
     report = BudgetReport(budget, size, estimated=len(space))
