@@ -263,3 +263,40 @@ def test_unfused_graph_matches_the_pytorch_trace(tmp_path):
     fused = deployed_memory(buffer.getvalue(), level='extended')
     assert fused.peak_bytes == x + expanded + x
     assert fused.peak_node.startswith('/project/')
+
+
+def test_deploy_benchmark_rows_show_the_deployed_peaks():
+    from sapool_mmdet.deploy.benchmark import DeployBenchmark, benchmark_rows
+    result = DeployBenchmark(
+        'NLPool', 'c.py', 'c.pth', (320, 320),
+        model_bytes=dict(pytorch=1, onnx_fp32=2, onnx_int8=3),
+        latency_ms=dict(pytorch=1.0, onnx_fp32=2.0, onnx_int8=3.0),
+        peak_activation_bytes=5 * 2**20, peak_activation_bytes_int8=2**20,
+        deployed_peak_bytes=dict(onnx_fp32=3 * 2**20, onnx_int8=2**19,
+                                 int8_device=2**18))
+    rows = benchmark_rows([result])
+    assert rows[0][-1] == 'deployed peak (MiB)'
+    assert [row[-1] for row in rows[1:]] == ['-', '3.00', '0.50']
+
+
+@pytest.mark.slow
+def test_config_mode_compares_trace_and_deployed_graphs():
+    from sapool_mmdet.deploy.budget import configs_root
+    from sapool_mmdet.deploy.config_memory import (deployed_config_memory,
+                                                   deployed_reports_table)
+    import os.path as osp
+    report = deployed_config_memory(
+        osp.join(configs_root(), 'ssd_mbv2-035_conv.py'),
+        input_size=(96, 96), fit_kib=[64, 8])
+    # Folding norms and activations, and int8 tensors, only lower the
+    # peak; the all-int8 figure is at most what onnxruntime's kernels hold.
+    assert report.float32 < report.traced
+    assert report.int8 <= report.int8_onnxruntime < report.float32
+    assert report.int8 <= report.traced_int8
+    # 8 KiB is under the smallest searched input's 12 KiB image.
+    assert report.fits['8'] is None
+    height, width, peak = report.fits['64']
+    assert (height, width) == (64, 64) and peak <= 64 * 1024
+    table = deployed_reports_table([report], markdown=True)
+    assert '| ssd_mbv2-035_conv.py | 96x96 |' in table
+    assert table.rstrip().endswith('| 64x64 (60) | none |')
