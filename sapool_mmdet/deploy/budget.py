@@ -799,17 +799,19 @@ def _confirm(plan: Plan, sizes: List[Tuple[int, int]], budget: int,
 
 def _row(plan: Plan) -> List[str]:
     c, e = plan.candidate, plan.estimate
-    deployed = ('-' if plan.deployed_peak_bytes is None else
-                f'{plan.deployed_peak_bytes / 1024:.1f}')
+    deployed, as_run = (
+        '-' if value is None else f'{value / 1024:.1f}'
+        for value in (plan.deployed_peak_bytes, plan.onnxruntime_peak_bytes))
     return [c.levers, f'{c.input_size[0]}x{c.input_size[1]}',
-            f'{e.peak_bytes / 1024:.1f}', deployed,
+            f'{e.peak_bytes / 1024:.1f}', deployed, as_run,
             f'{100 * plan.input_share:.0f}%', plan.deployed_node or
             e.peak_layer, f'{e.flops / 1e6:.0f}', f'{e.params / 1e6:.2f}',
             osp.basename(plan.config)]
 
 
 _HEADER = ['levers', 'input', 'est. int8 peak (KiB)',
-           'deployed int8 peak (KiB)', 'input share', 'node at the peak',
+           'deployed int8 peak (KiB)', 'onnxruntime int8 peak (KiB)',
+           'input share', 'node at the peak',
            'MFLOPs', 'params (M)', 'config']
 
 
@@ -829,14 +831,30 @@ def budget_text(report: BudgetReport) -> str:
     return f'{head}\n{table}\n{best}\n'
 
 
+def _markdown_table(plans: Sequence[Plan]) -> List[str]:
+    lines = ['| ' + ' | '.join(_HEADER) + ' |',
+             '|' + '|'.join([' --- ', ' --- '] + [' ---: '] * 4 +
+                            [' --- ', ' ---: ', ' ---: ', ' --- ']) + '|']
+    return lines + ['| ' + ' | '.join(_row(p)) + ' |' for p in plans]
+
+
 def budget_markdown(report: BudgetReport) -> str:
-    """The frontier as Markdown, or why nothing fits."""
+    """The frontier, the best per method and every measured candidate as
+    Markdown, or why nothing fits."""
     head = (f'Budget {report.budget_bytes / 1024:.0f} KiB, input up to '
-            f'{report.input_size[0]}x{report.input_size[1]}.\n\n')
+            f'{report.input_size[0]}x{report.input_size[1]}, '
+            f'{report.estimated} architectures estimated, '
+            f'{len(report.confirmed)} measured.\n\n')
     if not report.frontier:
         return head + report.floor + '\n'
-    lines = ['| ' + ' | '.join(_HEADER) + ' |',
-             '|' + '|'.join([' --- ', ' --- '] + [' ---: '] * 3 +
-                            [' --- ', ' ---: ', ' ---: ', ' --- ']) + '|']
-    lines += ['| ' + ' | '.join(_row(p)) + ' |' for p in report.frontier]
+    lines = ['Frontier (deployed int8 peak against FLOPs):', '']
+    lines += _markdown_table(report.frontier)
+    lines += ['', 'Most FLOPs per method among the measured that fit:', '']
+    lines += [f'- {method}: {plan.candidate.levers} at '
+              f'{plan.candidate.input_size[0]}x{plan.candidate.input_size[1]}'
+              f' ({osp.basename(plan.config)})'
+              for method, plan in report.best.items()]
+    lines += ['', 'Every candidate measured (the estimates with the most '
+              'FLOPs per method):', '']
+    lines += _markdown_table(report.confirmed)
     return head + '\n'.join(lines) + '\n'
