@@ -170,6 +170,8 @@ class BudgetReport:
             fit.
         floor (str): Why nothing fits, when nothing does.
         estimated (int): Architectures estimated.
+        failed (dict[str, str]): Candidates whose export or quantisation
+            failed, with the error.
     """
     budget_bytes: int
     input_size: Tuple[int, int]
@@ -178,6 +180,7 @@ class BudgetReport:
     best: Dict[str, Plan] = field(default_factory=dict)
     floor: str = ''
     estimated: int = 0
+    failed: Dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return dict(budget_bytes=self.budget_bytes,
@@ -185,7 +188,8 @@ class BudgetReport:
                     frontier=[p.as_dict() for p in self.frontier],
                     confirmed=[p.as_dict() for p in self.confirmed],
                     best={k: p.as_dict() for k, p in self.best.items()},
-                    floor=self.floor, estimated=self.estimated)
+                    floor=self.floor, estimated=self.estimated,
+                    failed=dict(self.failed))
 
 
 def configs_root() -> str:
@@ -737,8 +741,18 @@ def fit_budget(budget_kib: float,
         mine.sort(key=lambda p: -p.estimate.flops)
         chosen += mine[:confirm]
     for plan in chosen:
-        report.confirmed.append(_confirm(plan, sizes, budget, recipe,
-                                         folder, level, progress))
+        try:
+            report.confirmed.append(_confirm(plan, sizes, budget, recipe,
+                                             folder, level, progress))
+        # onnxruntime's quantisation tools raise bare Exceptions (e.g. its
+        # symbolic shape inference on some graphs): one candidate that
+        # cannot be measured must not lose the search.
+        except Exception as error:
+            report.failed[plan.candidate.name] = (
+                f'{type(error).__name__}: {error}')
+            if progress:
+                print(f'[fit_budget] could not measure '
+                      f'{plan.candidate.name}: {error}', file=sys.stderr)
     fits = [p for p in report.confirmed if p.peak_bytes <= budget]
     report.frontier = pareto_front(fits)
     for method in methods:
@@ -826,9 +840,11 @@ def budget_text(report: BudgetReport) -> str:
         return f'{head}\n{report.floor}\n'
     table = AsciiTable([_HEADER] + [_row(p) for p in report.frontier],
                        'frontier (deployed int8 peak vs FLOPs)').table
-    best = '\n'.join(f'best {method}: {plan.candidate.name} -> '
-                     f'{plan.config}' for method, plan in report.best.items())
-    return f'{head}\n{table}\n{best}\n'
+    notes = [f'best {method}: {plan.candidate.name} -> {plan.config}'
+             for method, plan in report.best.items()]
+    notes += [f'could not measure {name}: {error}'
+              for name, error in report.failed.items()]
+    return f'{head}\n{table}\n' + '\n'.join(notes) + '\n'
 
 
 def _markdown_table(plans: Sequence[Plan]) -> List[str]:
@@ -857,4 +873,6 @@ def budget_markdown(report: BudgetReport) -> str:
     lines += ['', 'Every candidate measured (the estimates with the most '
               'FLOPs per method):', '']
     lines += _markdown_table(report.confirmed)
-    return head + '\n'.join(lines) + '\n'
+    lines += [''] + [f'Could not be measured: {name} ({error})'
+                     for name, error in report.failed.items()]
+    return head + '\n'.join(lines).rstrip() + '\n'
