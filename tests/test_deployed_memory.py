@@ -295,8 +295,8 @@ def test_config_mode_compares_trace_and_deployed_graphs():
     assert report.int8 <= report.traced_int8
     # 8 KiB is under the smallest searched input's 12 KiB image.
     assert report.fits['8'] is None
-    height, width, peak = report.fits['64']
-    assert (height, width) == (64, 64) and peak <= 64 * 1024
+    height, width, peak, measured = report.fits['64']
+    assert (height, width) == (64, 64) and peak <= 64 * 1024 and measured
     table = deployed_reports_table([report], markdown=True)
     assert '| ssd_mbv2-035_conv.py | 96x96 |' in table
     assert table.rstrip().endswith('| 64x64 (60) | none |')

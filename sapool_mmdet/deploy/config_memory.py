@@ -44,8 +44,9 @@ class DeployedReport:
         int8_node (str): The node at the ``int8`` peak.
         int8_input_share (float): The input's share of the ``int8`` peak.
         fits (dict[str, list]): Budget in KiB -> [H, W, deployed int8
-            peak] of the largest input (steps of 32 px, aspect kept) that
-            fits it, or None when none does (:func:`largest_fitting_size`).
+            peak, measured] of the largest input (steps of 32 px, aspect
+            kept) that fits it, or None when none does
+            (:func:`largest_fitting_size`).
     """
     name: str
     input_size: Tuple[int, int]
@@ -127,7 +128,7 @@ def _export_and_measure(model: nn.Module, size: Tuple[int, int],
 def largest_fitting_size(model: nn.Module, input_size: Sequence[int],
                          budget_bytes: int, tensor_mode: bool = True,
                          level: str = DEFAULT_LEVEL, min_size: int = 64
-                         ) -> Optional[Tuple[Tuple[int, int], int]]:
+                         ) -> Optional[Tuple[Tuple[int, int], int, bool]]:
     """The largest input, from ``input_size`` down in steps of 32 px
     (aspect kept), whose deployed int8 peak fits ``budget_bytes``.
 
@@ -137,8 +138,10 @@ def largest_fitting_size(model: nn.Module, input_size: Sequence[int],
     exported int8 graph, one size smaller once if over budget.
 
     Returns:
-        tuple | None: ((H, W), measured bytes), or None if even the
-        smallest size is over budget.
+        tuple | None: ((H, W), bytes, measured), or None if even the
+        smallest size is over budget. ``measured`` is False when the graph
+        could not be exported or quantised at that size and the bytes are
+        the estimate there.
     """
     from .budget import estimate_peak, input_sizes, reference_size
     sizes = input_sizes(input_size, min_size)
@@ -153,10 +156,21 @@ def largest_fitting_size(model: nn.Module, input_size: Sequence[int],
     if index is None:
         return None
     for at in sizes[index:index + 2]:
-        peak = export_and_measure(model, at, tensor_mode, level,
-                                  float32=False)['int8'].peak_bytes
+        try:
+            peak = export_and_measure(model, at, tensor_mode, level,
+                                      float32=False)['int8'].peak_bytes
+        # onnxruntime's quantisation tools raise bare Exceptions (its
+        # symbolic shape inference fails on some NLPool graphs): give the
+        # estimate at this size, marked as such.
+        except Exception:
+            inputs = torch.randn(1, 3, *at,
+                                 generator=torch.Generator().manual_seed(0))
+            peak = estimate_peak(model, inputs, lambda: wrapped(inputs))[0]
+            if peak <= budget_bytes:
+                return at, peak, False
+            continue
         if peak <= budget_bytes:
-            return at, peak
+            return at, peak, True
     return None
 
 
@@ -192,7 +206,8 @@ def deployed_config_memory(config: str,
         found = largest_fitting_size(model, size, int(budget * 1024),
                                      tensor_mode, level)
         fits[f'{budget:g}'] = (None if found is None else
-                               [found[0][0], found[0][1], found[1]])
+                               [found[0][0], found[0][1], found[1],
+                                found[2]])
     return DeployedReport(
         name=osp.basename(config), input_size=size,
         traced=trace.peak_bytes, traced_int8=trace.peak_bytes_int8,
@@ -216,8 +231,11 @@ def deployed_reports_table(reports: Sequence[DeployedReport],
     header += [f'largest input in {b} KiB (int8 peak)' for b in budgets]
 
     def fit(found: Optional[list]) -> str:
-        return ('none' if found is None else
-                f'{found[0]}x{found[1]} ({kib(found[2])})')
+        if found is None:
+            return 'none'
+        measured = found[3] if len(found) > 3 else True
+        return (f'{found[0]}x{found[1]} ({kib(found[2])}'
+                f'{"" if measured else ", estimated"})')
 
     rows: List[List[str]] = [header]
     for r in reports:
