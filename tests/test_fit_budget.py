@@ -13,6 +13,7 @@ pytest.importorskip('onnxruntime')
 from sapool_mmdet.analysis.config import build_from_config  # noqa: E402
 from sapool_mmdet.deploy.budget import (Candidate,  # noqa: E402
                                         configs_root, estimate_candidate,
+                                        estimate_peak,
                                         fit_budget, input_sizes,
                                         measure_candidate,
                                         write_candidate_config)
@@ -87,6 +88,22 @@ def test_estimate_matches_the_deployed_int8_graph(tmp_path):
     assert 'conv1' in estimate.peak_layer and 'conv1' in device.peak_node
     assert device.input_bytes_at_peak == 12288
     assert as_run.peak_bytes >= device.peak_bytes
+
+
+def test_estimate_holds_the_attention_scores_the_graph_holds():
+    class Attention(torch.nn.Module):
+
+        def forward(self, x):
+            return torch.nn.functional.scaled_dot_product_attention(x, x, x)
+
+    x = torch.randn(1, 2, 16, 4)
+    peak, layer, macs = estimate_peak(Attention(), x)
+    # The input and the output (128 one-byte elements each), the CPU
+    # kernel's log-sum-exp (2 x 16), and the 2 x 16 x 16 scores twice
+    # (scores and softmax), as the exported MatMul + Softmax holds them.
+    assert peak == 128 + 128 + 32 + 2 * 512
+    assert 'scaled_dot_product' in layer
+    assert macs == 2 * (2 * 16 * 16 * 4)
 
 
 def test_nothing_fits_names_the_floor():

@@ -40,8 +40,8 @@ from mmengine.config import Config
 from mmengine.utils import ProgressBar
 
 from ..analysis.config import build_from_config, check_input_size
-from ..analysis.memory import (OpStep, _LiveTensorTracker, _storage_key,
-                               iter_tensors)
+from ..analysis.memory import (OpStep, _LiveTensorTracker, _Record,
+                               _storage_key, iter_tensors)
 from ..fileio import atomic_open
 from ..pooling import POOLING
 from .export import FlatOutputs, find_unexportable
@@ -408,7 +408,16 @@ class _FoldingTracker(_LiveTensorTracker):
                 if self._tracked(output):
                     self.current[_storage_key(output)] = index
                 return result
-        return super().__torch_dispatch__(func, types, args, kwargs)
+        result = super().__torch_dispatch__(func, types, args, kwargs)
+        if 'scaled_dot_product' in name and len(args) >= 2:
+            # PyTorch's CPU attention kernels never hold the (L, S) score
+            # matrix; the exported graph's MatMul and Softmax hold it twice
+            # (scores and probabilities) at the Softmax.
+            query, key = args[0], args[1]
+            scores = query.shape[:-1].numel() * key.shape[-2]
+            step = len(self.steps) - 1
+            self.records.append(_Record(8 * scores, 2 * scores, step, step))
+        return result
 
 
 def estimate_peak(model: torch.nn.Module, inputs: torch.Tensor,
