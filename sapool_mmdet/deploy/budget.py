@@ -387,6 +387,10 @@ class _FoldingTracker(_LiveTensorTracker):
     or one already folded into it) just made writing into that map, as
     onnxruntime's Conv+BatchNorm and Conv+activation fusions do."""
 
+    def __init__(self, excluded: set) -> None:
+        super().__init__(excluded)
+        self.attention_macs = 0
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
         source = args[0] if args and isinstance(args[0], torch.Tensor) \
@@ -413,10 +417,14 @@ class _FoldingTracker(_LiveTensorTracker):
             # PyTorch's CPU attention kernels never hold the (L, S) score
             # matrix; the exported graph's MatMul and Softmax hold it twice
             # (scores and probabilities) at the Softmax.
-            query, key = args[0], args[1]
+            query, key, value = args[0], args[1], args[2]
             scores = query.shape[:-1].numel() * key.shape[-2]
             step = len(self.steps) - 1
             self.records.append(_Record(8 * scores, 2 * scores, step, step))
+            # q @ k^T and attn @ v, as analysis.flops counts them;
+            # torch's flop counter has no formula for the CPU kernel.
+            self.attention_macs += scores * (query.shape[-1] +
+                                             value.shape[-1])
         return result
 
 
@@ -468,7 +476,7 @@ def estimate_peak(model: torch.nn.Module, inputs: torch.Tensor,
     step = max(range(len(live)), key=live.__getitem__)
     op = tracker.steps[step]
     return (live[step], f'{op.module or "<root>"} ({op.op})',
-            counter.get_total_flops() // 2)
+            counter.get_total_flops() // 2 + tracker.attention_macs)
 
 
 _BASES: Dict[str, Config] = {}
