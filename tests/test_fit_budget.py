@@ -106,14 +106,16 @@ def test_estimate_holds_the_attention_scores_the_graph_holds():
     assert macs == 2 * (2 * 16 * 16 * 4)
 
 
-def test_nothing_fits_names_the_floor():
-    report = fit_budget(8, (64, 64), methods=['conv'], widths=[0.35],
+def test_nothing_fits_names_the_floor(tmp_path):
+    report = fit_budget(8, (64, 64), str(tmp_path / 'plan'),
+                        methods=['conv'], widths=[0.35],
                         first_strides=[4], second_strides=[2],
                         stem_pooling=[False], pruning=[False],
                         keep_size=True, progress=False)
     assert report.frontier == [] and report.estimated == 1
     assert 'int8 input image alone is 12.0 KiB at 64x64' in report.floor
     assert 'over the 8 KiB budget' in report.floor
+    assert report.floor in (tmp_path / 'plan' / 'fit_budget.md').read_text()
 
 
 def test_fit_writes_the_configs_and_the_frontier(tmp_path):

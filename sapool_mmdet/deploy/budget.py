@@ -748,6 +748,7 @@ def fit_budget(budget_kib: float,
                 break
     if not fitting:
         report.floor = _floor(budget, size, estimates, sizes[-1], keep_size)
+        _write_report(report, out_dir)
         return report
 
     folder = out_dir or tempfile.mkdtemp(prefix='sapool_budget_')
@@ -784,16 +785,23 @@ def fit_budget(budget_kib: float,
     for plan in report.confirmed:
         if plan not in fits and plan.config and osp.isfile(plan.config):
             os.remove(plan.config)
-    if out_dir:
-        import json
-        with atomic_open(osp.join(out_dir, 'fit_budget.json'), 'w',
-                         encoding='utf-8') as f:
-            json.dump(report.as_dict(), f, indent=2)
-            f.write('\n')
-        with atomic_open(osp.join(out_dir, 'fit_budget.md'), 'w',
-                         encoding='utf-8') as f:
-            f.write(budget_markdown(report))
+    _write_report(report, out_dir)
     return report
+
+
+def _write_report(report: BudgetReport, out_dir: Optional[str]) -> None:
+    """``fit_budget.{json,md}`` in ``out_dir`` (created), if given."""
+    if not out_dir:
+        return
+    import json
+    os.makedirs(out_dir, exist_ok=True)
+    with atomic_open(osp.join(out_dir, 'fit_budget.json'), 'w',
+                     encoding='utf-8') as f:
+        json.dump(report.as_dict(), f, indent=2)
+        f.write('\n')
+    with atomic_open(osp.join(out_dir, 'fit_budget.md'), 'w',
+                     encoding='utf-8') as f:
+        f.write(budget_markdown(report))
 
 
 def _confirm(plan: Plan, sizes: List[Tuple[int, int]], budget: int,
