@@ -8,9 +8,12 @@
 # heads): see official/faster-rcnn_r18_nlp.py and
 # official/faster-rcnn_r18_nlp-reduced.py. Outer-stage pooling, the better
 # position for ResNet18 in Table 7 and the authors' ResNet code's.
-_base_ = './_base_/detectors/faster-rcnn_r18_fpn_driving.py'
+_base_ = [
+    './_base_/detectors/faster-rcnn_r18_fpn_driving.py',
+    './_base_/pooling/nlpool.py'
+]
 
-nlp = dict(type='NLPool', embed_ratio=1.0, num_heads=2)
+nlp = _base_.nlp
 model = dict(
     backbone=dict(
         pool_position='outer',

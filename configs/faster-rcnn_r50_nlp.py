@@ -4,9 +4,12 @@
 # the paper's other setting, so the tokens of ResNet50's 4x wider stage
 # outputs (512, 1024, 2048 channels) are as wide as ResNet18's. Outer-stage
 # pooling.
-_base_ = './_base_/detectors/faster-rcnn_r50_fpn_driving.py'
+_base_ = [
+    './_base_/detectors/faster-rcnn_r50_fpn_driving.py',
+    './_base_/pooling/nlpool.py'
+]
 
-nlp = dict(type='NLPool', embed_ratio=0.25, num_heads=2)
+nlp = dict(_base_.nlp, embed_ratio=0.25)
 model = dict(
     backbone=dict(
         pool_position='outer',

@@ -9,9 +9,12 @@
 # the better position for MobileNetV2 in Table 7. The authors' own SSD run
 # (patches 4, 4, 2, 1, no eq. 5 denominator, their positional encoding and
 # schedule) is official/ssd_mbv2_nlp.py.
-_base_ = './_base_/detectors/ssdlite_mbv2_driving.py'
+_base_ = [
+    './_base_/detectors/ssdlite_mbv2_driving.py',
+    './_base_/pooling/nlpool.py'
+]
 
-nlp = dict(type='NLPool', embed_ratio=1.0, num_heads=2)
+nlp = _base_.nlp
 model = dict(
     backbone=dict(
         pool_position='inner',

@@ -5,7 +5,7 @@
 # large, so the anchor strides follow (maps of 10, 5, 3, 2, 1 and 1 cells).
 _base_ = './ssd_mbv2_nlp.py'
 
-nlp = dict(type='NLPool', embed_ratio=1.0, num_heads=2)
+nlp = _base_.nlp
 model = dict(
     backbone=dict(
         strides=(2, 2, 2, 2, 1, 2, 1),

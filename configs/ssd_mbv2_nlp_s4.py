@@ -6,7 +6,7 @@
 # 1 cells).
 _base_ = './ssd_mbv2_nlp.py'
 
-nlp = dict(type='NLPool', embed_ratio=1.0, num_heads=2)
+nlp = _base_.nlp
 model = dict(
     backbone=dict(
         strides=(4, 2, 2, 2, 1, 2, 1),

@@ -7,9 +7,12 @@
 # for ResNet18 in Table 7 and the authors' ResNet code's. The authors' own
 # SSD run (patches 2, 1, 1, no eq. 5 denominator, their positional
 # encoding and schedule) is official/ssd_r18_nlp.py.
-_base_ = './_base_/detectors/ssdlite_r18_driving.py'
+_base_ = [
+    './_base_/detectors/ssdlite_r18_driving.py',
+    './_base_/pooling/nlpool.py'
+]
 
-nlp = dict(type='NLPool', embed_ratio=1.0, num_heads=2)
+nlp = _base_.nlp
 model = dict(
     backbone=dict(
         pool_position='outer',

@@ -5,9 +5,12 @@
 # stages 2, 3, 4 and 6 pool maps of 304, 152, 76 and 38 pixels with
 # patches 8, 8, 4 and 2 (38x38, then 19x19 tokens). Inner-stage pooling,
 # the better position for MobileNetV2 in Table 7.
-_base_ = './_base_/detectors/yolov3_mbv2_driving.py'
+_base_ = [
+    './_base_/detectors/yolov3_mbv2_driving.py',
+    './_base_/pooling/nlpool.py'
+]
 
-nlp = dict(type='NLPool', embed_ratio=1.0, num_heads=2)
+nlp = _base_.nlp
 model = dict(
     backbone=dict(
         pool_position='inner',

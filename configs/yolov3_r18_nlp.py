@@ -5,9 +5,12 @@
 # layer2-4 pool maps of 152, 76 and 38 pixels with patches 8, 4 and 2
 # (19x19 tokens each). Outer-stage pooling, the better position for
 # ResNet18 in Table 7 and the authors' ResNet code's.
-_base_ = './_base_/detectors/yolov3_r18_driving.py'
+_base_ = [
+    './_base_/detectors/yolov3_r18_driving.py',
+    './_base_/pooling/nlpool.py'
+]
 
-nlp = dict(type='NLPool', embed_ratio=1.0, num_heads=2)
+nlp = _base_.nlp
 model = dict(
     backbone=dict(
         pool_position='outer',

@@ -126,3 +126,29 @@ def eval_coco() -> dict:
 @pytest.fixture
 def eval_coco_file(tmp_path, eval_coco) -> str:
     return write_json(tmp_path / 'instances_eval.json', eval_coco)
+
+
+@pytest.fixture(scope='session')
+def tiny_detector(tmp_path_factory) -> dict:
+    """The tiny demo SSD (``tiny_demo.tiny_demo_config``) with freshly
+    initialised weights, on 2 training and 3 validation synthetic images of
+    96x96, shared by every test of the session that needs a config and a
+    checkpoint: ``root``, ``data_root``, ``config``, ``checkpoint``."""
+    from mmdet.registry import MODELS
+
+    from tiny_demo import tiny_demo_config
+    from sapool_mmdet.analysis import load_config
+    from sapool_mmdet.datasets import make_synthetic_coco
+
+    root = tmp_path_factory.mktemp('tiny_detector')
+    data_root = str(root / 'data')
+    make_synthetic_coco(data_root, num_train=2, num_val=3,
+                        image_size=(96, 96), seed=3)
+    config = tiny_demo_config(root / 'tiny_ssd.py', data_root)
+    torch.manual_seed(0)
+    detector = MODELS.build(load_config(config).model)
+    detector.init_weights()
+    checkpoint = str(root / 'fresh.pth')
+    torch.save(dict(state_dict=detector.state_dict()), checkpoint)
+    return dict(root=root, data_root=data_root, config=config,
+                checkpoint=checkpoint)

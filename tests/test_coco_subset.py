@@ -95,17 +95,31 @@ def test_unknown_class_names_the_file_classes(tmp_path, driving_coco_file):
     assert not out.exists()
 
 
+IMAGE = '{"id": 1, "file_name": "a.jpg", "width": 8, "height": 8}'
+CAR = '{"id": 3, "name": "car"}'
+
+
 @pytest.mark.parametrize('content, message', [
     ('{"images": [', 'is not valid JSON'),
     ('[1, 2]', 'holds a JSON object'),
     ('{"images": [], "annotations": []}', "no ['categories']"),
     ('{"images": {}, "annotations": [], "categories": []}',
      '"images" must be a list'),
-    ('{"images": [{"id": 1}], "annotations": [{"id": 1, "image_id": 1}], '
+    ('{"images": [{"id": 1}], "annotations": [], "categories": []}',
+     "images[0] must be an object with the keys ['id', 'file_name', "
+     "'width', 'height']"),
+    ('{"images": [' + IMAGE + '], "annotations": [{"id": 1, "image_id": 1}], '
      '"categories": []}', 'annotations[0] must be an object'),
-    ('{"images": [{"id": 1}], "categories": [], "annotations": '
-     '[{"id": 7, "image_id": 2, "category_id": 1}]}',
-     'annotation 7 refers to image 2'),
+    ('{"images": [' + IMAGE + '], "categories": [' + CAR + '], '
+     '"annotations": [{"id": 7, "image_id": 2, "category_id": 3, '
+     '"bbox": [1, 2, 3, 4]}]}', 'annotation 7 refers to image 2'),
+    ('{"images": [' + IMAGE + '], "categories": [' + CAR + '], '
+     '"annotations": [{"id": 7, "image_id": 1, "category_id": 4, '
+     '"bbox": [1, 2, 3, 4]}]}',
+     'annotation 7 has the category id 4, which is not in "categories"'),
+    ('{"images": [' + IMAGE + '], "categories": [' + CAR + '], '
+     '"annotations": [{"id": 7, "image_id": 1, "category_id": 3, '
+     '"bbox": [1, 2, -3, 4]}]}', 'annotation 7 has a malformed bbox'),
 ])
 def test_malformed_files(tmp_path, content, message):
     path = tmp_path / 'bad.json'

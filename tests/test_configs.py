@@ -105,6 +105,43 @@ def eval_input_size(cfg: Config) -> tuple:
     return tuple(resize['scale'])
 
 
+# The NLPool layers every NLPool config of the grid and the demo resolves
+# to, stage by stage (None: the stock strided conv), written out here so
+# that a change of a shared base file shows up as a change of these
+# configs: patch sizes per stage, and the paper's Table 1 settings (2 heads,
+# embedding ratio 1; 0.25 for ResNet50).
+MBV2_PATCHES = (None, 8, 4, 2, None, 1, None)
+NLPOOL_SETTINGS = {  # config: (patch size per stage, embed_ratio)
+    'ssd_mbv2_nlp': (MBV2_PATCHES, 1.0),
+    'ssd_mbv2_nlp_cp': (MBV2_PATCHES, 1.0),
+    'ssd_mbv2_nlp_s2': ((8, 8, 4, 2, None, 1, None), 1.0),
+    'ssd_mbv2_nlp_s4': ((8, 8, 4, 2, None, 1, None), 1.0),
+    'ssd_mbv2-035_nlp': (MBV2_PATCHES, 1.0),
+    'ssd_r18_nlp': ((None, 4, 2, 1), 1.0),
+    'yolov3_mbv2_nlp': ((None, 8, 8, 4, None, 2, None), 1.0),
+    'yolov3_r18_nlp': ((None, 8, 4, 2), 1.0),
+    'faster-rcnn_r18_nlp': ((None, 8, 4, 2), 1.0),
+    'faster-rcnn_r50_nlp': ((None, 8, 4, 2), 0.25),
+    'demo/ssd_mbv2_nlp': (MBV2_PATCHES, 1.0),
+    'demo/ssd_mbv2_nlp_cp': (MBV2_PATCHES, 1.0),
+}
+
+
+def test_nlpool_settings_of_every_nlpool_config():
+    pinned = {name for name in NLPOOL_SETTINGS}
+    found = {str(path.relative_to(CONFIG_DIR))[:-3] for path in CONFIGS
+             if '_nlp' in path.stem and path.parent.name in ('configs',
+                                                             'demo')}
+    assert found == pinned, 'pin the NLPool settings of new configs here'
+    for name, (patches, ratio) in NLPOOL_SETTINGS.items():
+        cfg = Config.fromfile(CONFIG_DIR / f'{name}.py')
+        expected = [None if p is None else dict(
+            type='NLPool', embed_ratio=ratio, num_heads=2, patch_size=p)
+            for p in patches]
+        assert [None if entry is None else dict(entry)
+                for entry in cfg.model.backbone.pooling] == expected, name
+
+
 def test_configs_are_found():
     missing = set(EXPECTED_GRID) - {p.stem for p in GRID}
     assert not missing, f'configs of the grid missing: {sorted(missing)}'

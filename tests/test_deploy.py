@@ -19,8 +19,8 @@ import torch
 from mmdet.registry import MODELS
 from mmengine.runner import Runner
 
+from tiny_demo import ROOT, TINY_SIZE
 from sapool_mmdet.analysis import load_config
-from sapool_mmdet.datasets import make_synthetic_coco
 from sapool_mmdet.deploy import (PARITY_TOLERANCE, create_session,
                                  evaluate_onnx, export_module, export_onnx,
                                  exportable_pooling_methods,
@@ -30,11 +30,9 @@ from sapool_mmdet.pooling import POOLING
 
 import onnx  # noqa: E402  (the deploy extra; its absence must fail, not skip)
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'ssd_mbv2_nlp.py')
 REFUSED = ('DeformNLPool', 'DeformMixNLPool')
 EXPORTABLE = sorted(set(POOLING.module_dict) - set(REFUSED))
-SIZE = 96
+SIZE = TINY_SIZE
 
 
 def small_backbone(method: str) -> torch.nn.Module:
@@ -144,47 +142,15 @@ def test_deformable_methods_are_refused_and_nothing_is_written(
 
 
 @pytest.fixture(scope='module')
-def tiny_ssd(tmp_path_factory):
-    """A freshly initialised demo SSD at 96x96 on 3 synthetic images, its
-    checkpoint, and the exported float32 detector."""
-    root = tmp_path_factory.mktemp('deploy')
-    data_root = str(root / 'data')
-    make_synthetic_coco(data_root, num_train=2, num_val=3,
-                        image_size=(SIZE, SIZE), seed=3)
-    config = root / 'tiny_ssd.py'
-    config.write_text(f"""
-_base_ = {DEMO_CONFIG!r}
-data_root = {data_root + '/'!r}
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=({SIZE}, {SIZE}), keep_ratio=False),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=(
-        'img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
-val_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
-test_evaluator = val_evaluator
-model = dict(
-    bbox_head=dict(anchor_generator=dict(
-        strides=[16, 32, 48, 96, 96, 96],
-        min_sizes=[14, 30, 45, 61, 76, 91],
-        max_sizes=[30, 45, 61, 76, 91, 96])))
-""")
-    cfg = load_config(str(config))
-    torch.manual_seed(0)
-    detector = MODELS.build(cfg.model)
-    detector.init_weights()
-    checkpoint = str(root / 'fresh.pth')
-    torch.save(dict(state_dict=detector.state_dict()), checkpoint)
-    onnx_file = str(root / 'ssd.onnx')
-    printed = run_tool('export_onnx.py', str(config), checkpoint, '--out',
-                       onnx_file, '--verify')
+def tiny_ssd(tiny_detector):
+    """The session's tiny demo SSD (freshly initialised, 96x96, 3 synthetic
+    validation images) and its float32 export through the tool."""
+    onnx_file = str(tiny_detector['root'] / 'ssd.onnx')
+    printed = run_tool('export_onnx.py', tiny_detector['config'],
+                       tiny_detector['checkpoint'], '--out', onnx_file,
+                       '--verify')
     assert 'verified: max abs difference to PyTorch' in printed
-    return dict(root=root, config=str(config), checkpoint=checkpoint,
-                onnx=onnx_file, data_root=data_root)
+    return dict(tiny_detector, onnx=onnx_file)
 
 
 def detections(model: torch.nn.Module, cfg) -> list:
@@ -310,6 +276,6 @@ def test_bad_input_gives_clear_errors_and_writes_nothing(tiny_ssd, tmp_path):
 
 def test_missing_onnx_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, 'onnx', None)
-    with pytest.raises(ImportError, match=r'sapool_mmdet\[deploy\]'):
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[deploy\]'"):
         export_module(small_backbone('MaxPool'), str(tmp_path / 'x.onnx'),
                       (32, 32))

@@ -23,13 +23,13 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
+from tiny_demo import DEMO_CONFIG as CONFIG
+from tiny_demo import ROOT, tiny_demo_config
 from sapool_mmdet.datasets import make_synthetic_coco
 from sapool_mmdet.engine import (DistributedSetupError, init_dist,
                                  run_mmdet_tool)
 from sapool_mmdet.engine.dist import LAUNCHER_ENV, check_launcher_env
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIG = osp.join(ROOT, 'configs', 'demo', 'ssd_mbv2_nlp.py')
 # 8 training images: 4 per process; 5 validation images: DefaultSampler
 # pads the second process's share with a repeat, which must not count twice
 NUM_TRAIN, NUM_VAL = 8, 5
@@ -77,29 +77,10 @@ def tiny_config(tmp_path, data_root: str, work_dir: str) -> str:
     """The demo config on 96x96 images in batches of 2: one epoch, then
     validation with the driving metric and a dump of the predictions."""
     (tmp_path / 'dist_probe.py').write_text(PROBE)
-    path = tmp_path / 'tiny_dist.py'
-    path.write_text(f"""
-_base_ = {CONFIG!r}
+    return tiny_demo_config(tmp_path / 'tiny_dist.py', data_root, f"""
 custom_imports = dict(imports=['sapool_mmdet', 'dist_probe'],
                       allow_failed_imports=False)
 custom_hooks = [dict(type='DistProbeHook')]
-data_root = {data_root + '/'!r}
-resize = dict(type='Resize', scale=(96, 96), keep_ratio=False)
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, pipeline=[
-        dict(type='LoadImageFromFile'),
-        dict(type='LoadAnnotations', with_bbox=True), resize,
-        dict(type='PackDetInputs')]))
-test_pipeline = [
-    dict(type='LoadImageFromFile'), resize,
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=(
-        'img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
-val_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, pipeline=test_pipeline))
-test_dataloader = val_dataloader
 driving_metric = dict(
     type='DrivingCocoMetric',
     ann_file=data_root + 'annotations/instances_val.json')
@@ -109,14 +90,8 @@ test_evaluator = driving_metric
 train_cfg = dict(max_epochs=1, val_interval=1)
 default_hooks = dict(logger=dict(interval=1),
                      checkpoint=dict(interval=1, max_keep_ckpts=1))
-model = dict(
-    test_cfg=dict(score_thr=0.0),
-    bbox_head=dict(anchor_generator=dict(
-        strides=[16, 32, 48, 96, 96, 96],
-        min_sizes=[14, 30, 45, 61, 76, 91],
-        max_sizes=[30, 45, 61, 76, 91, 96])))
+model.update(test_cfg=dict(score_thr=0.0))
 """)
-    return str(path)
 
 
 def free_port() -> int:

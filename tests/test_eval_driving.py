@@ -353,8 +353,9 @@ def test_malformed_pickles(tmp_path, driving_coco_file):
     sample = dict(img_id=101, pred_instances=dict(
         bboxes=torch.tensor([[30.0, 2, 20, 40]]), scores=torch.ones(1),
         labels=torch.zeros(1, dtype=torch.long)))
-    with pytest.raises(CocoFormatError, match=r'malformed box \[30.0, 2.0, '
-                       r'20.0, 40.0\]: boxes are \(x1, y1, x2, y2\)'):
+    with pytest.raises(CocoFormatError, match=r'malformed box\(es\), first '
+                       r'\[30.0, 2.0, 20.0, 40.0\]: boxes are '
+                       r'\(x1, y1, x2, y2\)'):
         evaluate([sample])
     sample['pred_instances']['bboxes'] = torch.ones(1, 5)
     with pytest.raises(CocoFormatError, match=r'shape \(1, 5\), expected '

@@ -323,12 +323,24 @@ def test_images_without_prediction_are_warned_about(tmp_path, eval_coco,
     assert results['bbox_mAP'] < 1.0
 
 
-def test_no_detection_at_all(tmp_path, eval_coco_file):
+def test_no_detection_at_all_reports_zeros(tmp_path, eval_coco,
+                                           eval_coco_file):
+    # an earlier run's report must not survive a run that found nothing
     report_dir = tmp_path / 'reports'
+    report_dir.mkdir()
+    for suffix in ('json', 'md'):
+        (report_dir / f'driving_metrics.{suffix}').write_text('earlier run')
     metric = DrivingCocoMetric(ann_file=eval_coco_file, report_dir=report_dir)
-    assert evaluate(metric, DRIVING_CLASSES, data_samples({1: [], 2: []})) \
-        == {}
-    assert not report_dir.exists()
+    samples = data_samples({img['id']: [] for img in eval_coco['images']})
+    results = evaluate(metric, DRIVING_CLASSES, samples)
+    # eval_coco has small, medium and large objects of every class
+    assert {key: results[key] for key in TABLE_KEYS} == dict.fromkeys(
+        TABLE_KEYS, 0.0)
+    with open(report_dir / 'driving_metrics.json') as f:
+        report = json.load(f)
+    assert [c['bbox_mAP'] for c in report['per_class']] == [0.0] * 8
+    assert '| person | 0.0 |' in (report_dir / 'driving_metrics.md'
+                                  ).read_text()
 
 
 def test_class_missing_from_the_file(tmp_path, eval_coco_file):

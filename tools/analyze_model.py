@@ -27,6 +27,7 @@ from mmengine.config import DictAction
 from sapool_mmdet.analysis import (SCOPES, add_timing_arguments,
                                    analyze_configs, plot_memory_vs_flops,
                                    reports_text, write_json, write_markdown)
+from sapool_mmdet.engine import run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -119,4 +120,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -7,7 +7,8 @@ activation memory.
         --model "strided conv" configs/demo/ssd_mbv2_conv.py CKPT \
         --calib-images data/synthetic_driving/train \
         --out-dir work_dirs/deploy \
-        [--calib-count 100] [--repeats 20] [--threads 1] \
+        [--calib-count 100] [--min-run-time 0.5] [--max-run-time 5] \
+        [--threads 1] [--no-eval] \
         [--json FILE] [--markdown FILE]
 
 Each model is exported (float32, parity-checked, and int8 QDQ calibrated on
@@ -23,8 +24,10 @@ import sys
 
 from mmengine.config import DictAction
 
+from sapool_mmdet.analysis import add_timing_arguments
 from sapool_mmdet.deploy.benchmark import (benchmark_deploy, benchmark_text,
                                            write_benchmark)
+from sapool_mmdet.engine import run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -39,13 +42,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--out-dir', default='work_dirs/deploy',
                         help='ONNX files and metric reports '
                         '(default: %(default)s)')
-    parser.add_argument('--repeats', type=int, default=20,
-                        help='timed forwards (default: %(default)s)')
-    parser.add_argument('--warmup', type=int, default=3,
-                        help='untimed forwards first (default: %(default)s)')
-    parser.add_argument('--threads', type=int, default=1,
-                        help='intra-op threads of PyTorch and onnxruntime '
-                        '(default: %(default)s)')
+    # One intra-op thread for PyTorch and onnxruntime alike by default.
+    add_timing_arguments(parser, threads=1)
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
         help='override config entries for every model')
@@ -60,16 +58,15 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if args.threads < 1 or args.repeats < 1 or args.warmup < 0:
-        sys.exit('error: need --threads >= 1, --repeats >= 1, --warmup >= 0')
     for path in (args.json, args.markdown):
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             sys.exit(f'error: the folder of {path!r} does not exist')
     try:
         results = benchmark_deploy(
             [tuple(model) for model in args.model], args.out_dir,
-            args.calib_images, args.calib_count, args.repeats, args.warmup,
-            args.threads, args.cfg_options, evaluate=not args.no_eval)
+            args.calib_images, args.calib_count, args.min_run_time,
+            args.max_run_time, args.threads, args.cfg_options,
+            evaluate=not args.no_eval)
     except (FileNotFoundError, ValueError, ImportError) as error:
         sys.exit(f'error: {error}')
     print(benchmark_text(results), end='')
@@ -80,4 +77,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

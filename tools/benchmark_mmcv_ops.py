@@ -11,6 +11,7 @@ import torch
 
 from sapool_mmdet.analysis.latency import add_timing_arguments
 from sapool_mmdet.analysis.mmcv_ops import benchmark_mmcv_ops
+from sapool_mmdet.engine import run_cli
 from sapool_mmdet.fileio import atomic_open
 
 
@@ -35,4 +36,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -17,6 +17,7 @@ import json
 
 from sapool_mmdet.analysis.latency import add_timing_arguments
 from sapool_mmdet.analysis.nlpool_speed import compare_nlpool_with_reference
+from sapool_mmdet.engine import run_cli
 from sapool_mmdet.fileio import atomic_open
 
 
@@ -60,4 +61,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

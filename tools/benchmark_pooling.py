@@ -32,6 +32,7 @@ from sapool_mmdet.analysis.benchmark import (DEFAULT_SHAPES,
                                              write_benchmark_json)
 from sapool_mmdet.analysis.latency import add_timing_arguments
 from sapool_mmdet.analysis.report import write_text_file
+from sapool_mmdet.engine import run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -86,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

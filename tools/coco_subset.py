@@ -8,9 +8,11 @@ annotation ids.
 """
 import argparse
 import sys
+import warnings
 
 from sapool_mmdet.datasets import (DRIVING_CLASSES, subset_coco_file,
                                    subset_results_file)
+from sapool_mmdet.engine import run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,8 +42,14 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def _print_warning(message, category, *args, **kwargs) -> None:
+    print(f'warning: {message}', file=sys.stderr, flush=True)
+
+
 def main() -> None:
     args = parse_args()
+    # e.g. annotations without iscrowd/area, filled: one line, no source
+    warnings.showwarning = _print_warning
     print(f'reading {args.in_json}', flush=True)
     if args.gt is not None and args.keep_empty:
         sys.exit('error: --keep-empty applies to annotation files; a '
@@ -60,4 +68,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -16,6 +16,7 @@ import sys
 
 from mmengine.config import DictAction
 
+from sapool_mmdet.engine import run_cli
 from sapool_mmdet.pruning.compact import compact_pruned, memory_table
 
 
@@ -64,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

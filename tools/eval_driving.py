@@ -13,8 +13,10 @@ the model's classes: name them with --label-classes or --config.
 import argparse
 import os
 import sys
+import warnings
 
 from sapool_mmdet.datasets import DRIVING_CLASSES
+from sapool_mmdet.engine import run_cli
 from sapool_mmdet.evaluation import evaluate_results, resolve_label_classes
 
 
@@ -58,8 +60,14 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def _print_warning(message, category, *args, **kwargs) -> None:
+    print(f'warning: {message}', file=sys.stderr, flush=True)
+
+
 def main() -> None:
     args = parse_args()
+    # e.g. annotations without iscrowd/area, filled: one line, no source
+    warnings.showwarning = _print_warning
     out_dir = args.out_dir if args.out_dir is not None else \
         os.path.dirname(os.path.abspath(args.results))
     print(f'evaluating {args.results} against {args.gt_json}', flush=True)
@@ -76,4 +84,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

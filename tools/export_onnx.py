@@ -23,6 +23,7 @@ from mmengine.config import DictAction
 
 from sapool_mmdet.analysis import SCOPES
 from sapool_mmdet.deploy import DEFAULT_OPSET, OPSET_RANGE, export_onnx
+from sapool_mmdet.engine import run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -106,4 +107,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -8,6 +8,7 @@ import argparse
 from typing import Callable
 
 from sapool_mmdet.datasets import make_synthetic_coco
+from sapool_mmdet.engine import run_cli
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -57,4 +58,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

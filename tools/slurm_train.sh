@@ -6,8 +6,6 @@
 # CPUS_PER_TASK: CPU cores per task (data loading workers); SRUN_ARGS: extra
 # srun arguments; PORT: rendezvous port on the first node (default 29500);
 # PYTHON: interpreter (default python).
-set -x
-
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3
@@ -20,6 +18,22 @@ PYTHON=${PYTHON:-python}
 PY_ARGS=${@:5}
 export MASTER_PORT=${PORT:-${MASTER_PORT:-29500}}
 
+# Without torch the launcher would stop with a bare "No module named torch";
+# the usual cause is an interpreter outside the project's environment.
+# (find_spec looks torch up without importing it: no startup cost.)
+if ! "$PYTHON" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("torch") is None)' >/dev/null 2>&1; then
+    if ! command -v "$PYTHON" >/dev/null 2>&1; then
+        echo "error: no Python interpreter '$PYTHON' found." >&2
+    else
+        echo "error: '$PYTHON' ($(command -v "$PYTHON")) cannot import torch." >&2
+    fi
+    echo "Activate the environment that has torch, mmdet and sapool_mmdet" \
+        "(source .venv/bin/activate after make install), or name its" \
+        "interpreter: PYTHON=.venv/bin/python bash $0 ..." >&2
+    exit 1
+fi
+
+set -x
 PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
 srun -p ${PARTITION} \
     --job-name=${JOB_NAME} \

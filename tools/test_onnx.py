@@ -15,6 +15,7 @@ import sys
 from mmengine.config import DictAction
 
 from sapool_mmdet.deploy import evaluate_onnx
+from sapool_mmdet.engine import run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,4 +48,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -20,6 +20,7 @@ import sys
 import torch
 
 from sapool_mmdet.analysis.visualize import visualize_pooling
+from sapool_mmdet.engine import run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -56,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

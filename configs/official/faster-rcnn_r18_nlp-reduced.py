@@ -12,10 +12,11 @@
 #   layer3 and layer4 (layer1 would have 4): at 1333x800 (padded to
 #   1344x800) they pool maps of 336x200, 168x100 and 84x50 pixels, with
 #   168x100, 168x100 and 84x50 tokens.
-_base_ = './faster-rcnn_r18_conv.py'
+_base_ = [
+    './faster-rcnn_r18_conv.py', '../_base_/pooling/nlpool_authors.py'
+]
 
-nlp = dict(type='NLPool', embed_ratio=1.0, window_norm=True,
-           upsample='nearest', pos_embed='rowcol', embed_width='per_head')
+nlp = _base_.nlp_authors
 model = dict(
     backbone=dict(
         pool_position='outer',

@@ -14,10 +14,12 @@
 # an index error), so this config uses pos_embed='learned', a learned table
 # resized to any grid. faster-rcnn_r18_nlp-reduced.py, their `nlp_reduced`
 # run, keeps their encoding. Attention over 67200 tokens needs a GPU.
-_base_ = './faster-rcnn_r18_conv.py'
+_base_ = [
+    './faster-rcnn_r18_conv.py', '../_base_/pooling/nlpool_authors.py'
+]
 
-nlp = dict(type='NLPool', patch_size=1, embed_ratio=1.0, window_norm=True,
-           upsample='nearest', pos_embed='learned', embed_width='per_head')
+# patch size 1; the learned positional table (see above)
+nlp = dict(_base_.nlp_authors, patch_size=1, pos_embed='learned')
 model = dict(
     backbone=dict(
         pool_position='outer',

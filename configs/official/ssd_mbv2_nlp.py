@@ -14,10 +14,10 @@
 # - `_reduced`: patch sizes 4, 4, 2 and 1 on stages 2, 3, 4 and 6 (the
 #   160, 80, 40 and 20 px maps at 320x320: 40x40, 20x20, 20x20 and 20x20
 #   tokens).
-_base_ = './ssd_mbv2_conv.py'
+_base_ = ['./ssd_mbv2_conv.py', '../_base_/pooling/nlpool_authors.py']
 
-nlp = dict(type='NLPool', embed_ratio=1.0, num_heads=2, window_norm=False,
-           upsample='nearest', pos_embed='rowcol', embed_width='per_head')
+# `_headfix2`, `_nowin`
+nlp = dict(_base_.nlp_authors, num_heads=2, window_norm=False)
 patch_sizes = (None, 4, 4, 2, None, 1, None)
 model = dict(
     backbone=dict(

@@ -15,10 +15,10 @@
 #   2, 1 and 1 on layer2, layer3 and layer4 (layer1, stride 1, does not
 #   pool): at 320x320 they pool the 80, 40 and 20 px maps (40x40, 40x40 and
 #   20x20 tokens).
-_base_ = './ssd_r18_conv.py'
+_base_ = ['./ssd_r18_conv.py', '../_base_/pooling/nlpool_authors.py']
 
-nlp = dict(type='NLPool', embed_ratio=1.0, num_heads=2, window_norm=False,
-           upsample='nearest', pos_embed='rowcol', embed_width='per_head')
+# `_headfix2`, `_nowin`
+nlp = dict(_base_.nlp_authors, num_heads=2, window_norm=False)
 patch_sizes = (None, 2, 1, 1)
 model = dict(
     backbone=dict(

@@ -205,8 +205,8 @@ def analyze_config(path: str,
             mmdet's ``--cfg-options``; stored in the report.
     """
     cfg = load_config(path, cfg_options)
-    size = (check_input_size(input_size) if input_size is not None
-            else infer_input_size(cfg))
+    size = (check_input_size(input_size, cfg, repr(path))
+            if input_size is not None else infer_input_size(cfg))
     model = build_from_config(cfg, scope)
     report = analyze_model(model, size, scope, path, min_run_time,
                            max_run_time, threads)
@@ -232,6 +232,9 @@ def analyze_configs(paths: Sequence[str],
         raise FileNotFoundError(f'config file(s) not found: {missing}')
     if input_size is not None:
         check_input_size(input_size)
+        for path in paths:
+            check_input_size(input_size, load_config(path, cfg_options),
+                             repr(path))
     bar = ProgressBar(len(paths), file=sys.stderr) if progress else None
     reports = []
     for path in paths:

@@ -9,8 +9,8 @@ from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 
-__all__ = ['load_config', 'check_input_size', 'infer_input_size',
-           'build_from_config', 'SCOPES']
+__all__ = ['load_config', 'check_input_size', 'input_size_divisor',
+           'infer_input_size', 'build_from_config', 'SCOPES']
 
 SCOPES = ('backbone', 'detector')
 
@@ -32,14 +32,55 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     return cfg
 
 
-def check_input_size(size: Sequence[int]) -> Tuple[int, int]:
-    """Return (H, W) if ``size`` is two positive integers, else raise."""
+def input_size_divisor(cfg: Config) -> int:
+    """What H and W of a network input must be multiples of: the data
+    preprocessor's ``pad_size_divisor`` (1 if it sets none). The detector
+    never sees other sizes, and detectors whose neck joins levels of
+    different strides (YOLOv3, FPN) need it: their up-sampled deep features
+    must match the shallow ones."""
+    preprocessor = cfg.get('model', {}).get('data_preprocessor') or {}
+    return int(preprocessor.get('pad_size_divisor') or 1)
+
+
+def check_input_size(size: Sequence[int],
+                     cfg: Optional[Config] = None,
+                     config: str = 'the config') -> Tuple[int, int]:
+    """The one check of an input size, used by every tool that takes one
+    (``analyze_model.py``, ``export_onnx.py``, the benchmark tools).
+
+    Args:
+        size (Sequence[int]): (H, W).
+        cfg (Config, optional): The model's config; if given, H and W must
+            be multiples of :func:`input_size_divisor`. Defaults to None.
+        config (str): What to call the config in the message.
+            Defaults to 'the config'.
+
+    Returns:
+        tuple[int, int]: (H, W).
+
+    Raises:
+        ValueError: if ``size`` is not two positive integers, or not a
+            multiple of the divisor (the message names the nearest valid
+            sizes).
+    """
     if (len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int)
                               or v < 1 for v in size)):
         raise ValueError(
             f'an input size must be two positive integers H W, got '
             f'{list(size)!r}')
-    return int(size[0]), int(size[1])
+    height, width = int(size[0]), int(size[1])
+    divisor = 1 if cfg is None else input_size_divisor(cfg)
+    if height % divisor or width % divisor:
+        def up(v: int) -> int:
+            return -(-v // divisor) * divisor
+
+        raise ValueError(
+            f'the data preprocessor of {config} pads every input to a '
+            f'multiple of {divisor}, so the model never sees '
+            f'{height}x{width} (and a neck that joins levels of different '
+            f'strides fails on it); choose H and W divisible by {divisor}, '
+            f'e.g. {up(height)} {up(width)}')
+    return height, width
 
 
 def _find_resize(pipeline) -> Optional[dict]:

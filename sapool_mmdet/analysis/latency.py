@@ -95,9 +95,11 @@ def measure_latency(fn: Callable[[], object],
 
 def add_timing_arguments(parser: argparse.ArgumentParser,
                          min_run_time: float = 0.5,
-                         max_run_time: float = 5.0) -> None:
+                         max_run_time: float = 5.0,
+                         threads: Optional[int] = None) -> None:
     """Add the tools' ``--min-run-time``, ``--max-run-time`` and
-    ``--threads`` options (the arguments of :func:`measure_latency`)."""
+    ``--threads`` options (the arguments of :func:`measure_latency`);
+    ``threads`` None defaults to ``torch.get_num_threads()``."""
     parser.add_argument(
         '--min-run-time', type=float, default=min_run_time, metavar='S',
         help='seconds to time each measurement at least, in four blocks or '
@@ -107,8 +109,13 @@ def add_timing_arguments(parser: argparse.ArgumentParser,
         help='seconds after which a measurement stops even if the spread '
         'of its blocks is still above a tenth of the median '
         '(default: %(default)s)')
-    parser.add_argument(
-        '--threads', type=int, metavar='N',
-        help='intra-op threads to time with (default: '
-        'torch.get_num_threads(), here '
-        f'{torch.get_num_threads()})')
+    if threads is None:
+        parser.add_argument(
+            '--threads', type=int, metavar='N',
+            help='intra-op threads to time with (default: '
+            'torch.get_num_threads(), here '
+            f'{torch.get_num_threads()})')
+    else:
+        parser.add_argument(
+            '--threads', type=int, default=threads, metavar='N',
+            help='intra-op threads to time with (default: %(default)s)')

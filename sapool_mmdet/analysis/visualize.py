@@ -25,6 +25,7 @@ from mmdet.utils import get_test_pipeline_cfg
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.utils import ProgressBar
 
+from ..checkpoint import load_weights
 from ..fileio import atomic_open
 from ..pooling import POOLING, WeightedPool
 
@@ -90,9 +91,11 @@ def _head_num_classes(model: nn.Module) -> Optional[int]:
 
 def load_detector(config: str, checkpoint: str, device: str = 'cpu'
                   ) -> Tuple[nn.Module, object, Sequence[str]]:
-    """Load a detector with ``mmdet.apis.init_detector``: build the
-    config's model (its ``custom_imports`` imported, SyncBN reverted to BN),
-    load an mmengine checkpoint and set ``dataset_meta``.
+    """Load a detector: build the config's model with
+    ``mmdet.apis.init_detector`` (its ``custom_imports`` imported, SyncBN
+    reverted to BN), load an mmengine checkpoint through
+    :func:`sapool_mmdet.checkpoint.load_weights` (one that does not fit is
+    refused) and set ``dataset_meta``.
 
     The class names are those the checkpoint carries. A checkpoint without
     them makes ``init_detector`` fall back to COCO's 80; when that count
@@ -111,8 +114,14 @@ def load_detector(config: str, checkpoint: str, device: str = 'cpu'
     _check_file(checkpoint, 'checkpoint')
     # palette: no drawing of boxes here, so the test dataset need not be
     # built to find one.
-    model = init_detector(config, checkpoint, palette='random',
-                          device=device)
+    model = init_detector(config, None, palette='random', device=device)
+    # our reader: a checkpoint of another model is refused, not loaded
+    # with a warning per tensor as init_detector would
+    meta = load_weights(model, checkpoint).get('meta', {})
+    if 'dataset_meta' in meta:
+        model.dataset_meta = dict(meta['dataset_meta'])
+    elif 'CLASSES' in meta:  # checkpoints of mmdet 2.x
+        model.dataset_meta = {'classes': meta['CLASSES']}
     classes = tuple(model.dataset_meta.get('classes', ()))
     num_classes = _head_num_classes(model)
     if num_classes is not None and len(classes) != num_classes:

@@ -9,8 +9,8 @@ from terminaltables import AsciiTable
 
 from .classes import DRIVING_CLASSES
 from ..fileio import atomic_open
-from .coco_io import (category_ids_by_name, check_coco_results,
-                      load_coco_json, load_coco_results)
+from .coco_checks import (category_ids_by_name, check_coco_results,
+                          load_coco_json, load_coco_results)
 
 __all__ = [
     'ClassCount', 'FileCount', 'SubsetSummary', 'subset_coco',

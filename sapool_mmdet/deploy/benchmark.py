@@ -15,7 +15,7 @@ from mmengine.runner import Runner
 from terminaltables import AsciiTable
 
 from ..analysis import analyze_config, build_from_config, load_config
-from ..analysis.latency import measure_latency
+from ..analysis.latency import check_run_times, check_threads, measure_latency
 from ..fileio import atomic_open
 from .export import INPUT_NAME, FlatOutputs, load_weights, export_onnx
 from .memory import deployed_memory
@@ -44,6 +44,9 @@ class DeployBenchmark:
             of the detector's weights), ONNX float32 and int8 file sizes.
         latency_ms (dict[str, float]): Median batch-1 forward time (raw
             head outputs, no decoding or NMS) per runtime.
+        latency_iqr_ms (dict[str, float]): Interquartile range of the
+            timed blocks per runtime (see
+            :func:`~sapool_mmdet.analysis.measure_latency`).
         map50 (dict[str, float]): mAP@0.5 (%) of the config's evaluator on
             its test set per runtime.
         map (dict[str, float]): mAP@[0.5,0.95] (%) per runtime.
@@ -67,6 +70,7 @@ class DeployBenchmark:
     input_size: Tuple[int, int]
     model_bytes: Dict[str, int] = field(default_factory=dict)
     latency_ms: Dict[str, float] = field(default_factory=dict)
+    latency_iqr_ms: Dict[str, float] = field(default_factory=dict)
     map50: Dict[str, float] = field(default_factory=dict)
     map: Dict[str, float] = field(default_factory=dict)
     max_abs_diff: float = 0.0
@@ -98,8 +102,8 @@ def benchmark_deploy(models: Sequence[Tuple[str, str, str]],
                      out_dir: str,
                      calib_images: str,
                      calib_count: int = 100,
-                     repeats: int = 20,
-                     warmup: int = 3,
+                     min_run_time: float = 0.5,
+                     max_run_time: float = 5.0,
                      threads: int = 1,
                      cfg_options: Optional[dict] = None,
                      evaluate: bool = True) -> List[DeployBenchmark]:
@@ -119,8 +123,10 @@ def benchmark_deploy(models: Sequence[Tuple[str, str, str]],
         out_dir (str): Folder for the ONNX files and reports (created).
         calib_images (str): Calibration image folder.
         calib_count (int): Calibration images. Default: 100.
-        repeats (int): Timed forwards per latency. Default: 20.
-        warmup (int): Untimed forwards first. Default: 3.
+        min_run_time (float): Seconds each latency is timed at least
+            (:func:`~sapool_mmdet.analysis.measure_latency`). Default: 0.5.
+        max_run_time (float): Seconds after which timing stops however
+            large the spread. Default: 5.0.
         threads (int): Intra-op threads for PyTorch and onnxruntime.
             Default: 1.
         cfg_options (dict, optional): Config overrides for every model.
@@ -130,7 +136,13 @@ def benchmark_deploy(models: Sequence[Tuple[str, str, str]],
 
     Returns:
         list[DeployBenchmark]: One per model.
+
+    Raises:
+        ValueError: on bad timing arguments or thread count, before
+            anything is exported.
     """
+    check_run_times(min_run_time, max_run_time)
+    check_threads(threads)
     results = []
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -138,16 +150,17 @@ def benchmark_deploy(models: Sequence[Tuple[str, str, str]],
         for name, config, checkpoint in models:
             results.append(
                 _benchmark_one(name, config, checkpoint, out_dir,
-                               calib_images, calib_count, repeats, warmup,
-                               threads, cfg_options, evaluate))
+                               calib_images, calib_count, min_run_time,
+                               max_run_time, threads, cfg_options, evaluate))
     finally:
         torch.set_num_threads(saved_threads)
     return results
 
 
 def _benchmark_one(name: str, config: str, checkpoint: str, out_dir: str,
-                   calib_images: str, calib_count: int, repeats: int,
-                   warmup: int, threads: int, cfg_options: Optional[dict],
+                   calib_images: str, calib_count: int, min_run_time: float,
+                   max_run_time: float, threads: int,
+                   cfg_options: Optional[dict],
                    evaluate: bool) -> DeployBenchmark:
     folder = osp.join(out_dir, name)
     os.makedirs(folder, exist_ok=True)
@@ -174,8 +187,8 @@ def _benchmark_one(name: str, config: str, checkpoint: str, out_dir: str,
                               onnx_fp32=fp32.num_bytes,
                               onnx_int8=int8.num_bytes)
 
-    print(f'[{name}] timing batch-1 forwards ({repeats} repeats, '
-          f'{threads} thread(s))')
+    print(f'[{name}] timing batch-1 forwards ({min_run_time}-{max_run_time} '
+          f's per runtime, {threads} thread(s))')
     image = load_calibration_inputs(cfg, calib_images, 1, fp32.input_size)[0]
     wrapped = FlatOutputs(detector, tensor_mode=True).eval()
     inputs = torch.from_numpy(image)
@@ -184,12 +197,16 @@ def _benchmark_one(name: str, config: str, checkpoint: str, out_dir: str,
         with torch.no_grad():
             wrapped(inputs)
 
-    result.latency_ms['pytorch'] = measure_latency(torch_forward, repeats,
-                                                   warmup)
+    forwards = {'pytorch': torch_forward}
     for runtime, path in paths.items():
         session = create_session(path, threads)
-        result.latency_ms[runtime] = measure_latency(
-            lambda: session.run(None, {INPUT_NAME: image}), repeats, warmup)
+        forwards[runtime] = (lambda session=session: session.run(
+            None, {INPUT_NAME: image}))
+    for runtime, forward in forwards.items():
+        latency = measure_latency(forward, min_run_time, max_run_time,
+                                  threads)
+        result.latency_ms[runtime] = latency.median_ms
+        result.latency_iqr_ms[runtime] = latency.iqr_ms
 
     stamp = time.strftime('%Y%m%d_%H%M%S')
     for runtime in RUNTIMES if evaluate else ():
@@ -208,7 +225,10 @@ def _benchmark_one(name: str, config: str, checkpoint: str, out_dir: str,
         result.files[f'{runtime}_report'] = osp.join(work_dir,
                                                      'driving_metrics.json')
 
-    report = analyze_config(config, scope='detector', repeats=1, warmup=0,
+    # Only the activation accounting is used: time it as briefly as the
+    # timer allows.
+    report = analyze_config(config, scope='detector', min_run_time=0,
+                            max_run_time=1e-3, threads=threads,
                             cfg_options=cfg_options)
     result.peak_activation_bytes = report.peak_activation_bytes
     result.peak_activation_bytes_int8 = report.peak_activation_bytes_int8
@@ -230,8 +250,9 @@ def _map_text(values: Dict[str, float], runtime: str) -> str:
 
 def benchmark_rows(results: Sequence[DeployBenchmark]) -> List[List[str]]:
     """The table: one row per model and runtime."""
-    rows = [['model', 'runtime', 'file (MiB)', 'latency (ms)', 'mAP@0.5',
-             'mAP@[.5,.95]', 'peak act. (MiB)', 'deployed peak (MiB)']]
+    rows = [['model', 'runtime', 'file (MiB)', 'latency (ms)', 'IQR (ms)',
+             'mAP@0.5', 'mAP@[.5,.95]', 'peak act. (MiB)',
+             'deployed peak (MiB)']]
     for result in results:
         for runtime in RUNTIMES:
             peak = (result.peak_activation_bytes_int8
@@ -241,6 +262,7 @@ def benchmark_rows(results: Sequence[DeployBenchmark]) -> List[List[str]]:
                 result.name, _HEADINGS[runtime],
                 _mib(result.model_bytes[runtime]),
                 f'{result.latency_ms[runtime]:.1f}',
+                f'{result.latency_iqr_ms[runtime]:.1f}',
                 _map_text(result.map50, runtime),
                 _map_text(result.map, runtime), _mib(peak),
                 _mib(result.deployed_peak_bytes[runtime])

@@ -13,7 +13,6 @@ into plain ONNX operators (MatMul, Softmax) from opset 14 on.
 """
 import inspect
 import io
-import json
 import os.path as osp
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -22,12 +21,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
-from mmengine.runner import load_checkpoint
 
 from ..analysis.config import (SCOPES, build_from_config, check_input_size,
-                               infer_input_size, load_config)
+                               infer_input_size, input_size_divisor,
+                               load_config)
+from ..checkpoint import load_weights as load_checked_weights
 from ..fileio import atomic_open
 from ..pooling import POOLING, build_pooling
+from .graph import (INPUT_NAME, create_session, flatten_outputs,
+                    group_outputs, output_groups, output_names,
+                    read_metadata, set_metadata)
 from .requirements import import_onnx
 
 __all__ = [
@@ -44,8 +47,6 @@ DEFAULT_OPSET = 17
 # 20: the last one torch's TorchScript-based exporter writes.
 OPSET_RANGE = (14, 20)
 PARITY_TOLERANCE = 1e-4
-INPUT_NAME = 'input'
-METADATA_PREFIX = 'sapool_mmdet.'
 # A dynamic export is checked at (H + 5 d, W + 3 d), d the size divisor:
 # odd multiples of d, so shape-dependent branches the tracer fixed (padding
 # to a patch size, odd edge windows) show up.
@@ -183,51 +184,6 @@ def check_output_path(path: str) -> None:
             f'{osp.join(path, "model.onnx")!r}')
 
 
-def output_groups(raw: Sequence, names: Sequence[str]) -> List[list]:
-    """Describe a model's outputs: one ``[name, count]`` per returned item,
-    count -1 for a tensor and the list length for a list of tensors."""
-    groups = []
-    for index, item in enumerate(raw):
-        name = names[index] if index < len(names) else f'output{index}'
-        groups.append([name, len(item) if isinstance(item, (list, tuple))
-                       else -1])
-    return groups
-
-
-def output_names(groups: Sequence[Sequence]) -> List[str]:
-    """Graph output names of :func:`output_groups`: ``name`` or
-    ``name_<level>``."""
-    names = []
-    for name, count in groups:
-        names += [name] if count < 0 else [f'{name}_{k}' for k in
-                                           range(count)]
-    return names
-
-
-def group_outputs(flat: Sequence, groups: Sequence[Sequence]) -> tuple:
-    """Undo the flattening: ``flat`` outputs back into the model's
-    structure (a tuple of tensors and lists of tensors)."""
-    grouped, start = [], 0
-    for _, count in groups:
-        if count < 0:
-            grouped.append(flat[start])
-            start += 1
-        else:
-            grouped.append(list(flat[start:start + count]))
-            start += count
-    if start != len(flat):
-        raise ValueError(f'the model has {len(flat)} outputs, its metadata '
-                         f'describes {start}')
-    return tuple(grouped)
-
-
-def _flatten(raw) -> Tuple[torch.Tensor, ...]:
-    flat = []
-    for item in raw:
-        flat += list(item) if isinstance(item, (list, tuple)) else [item]
-    return tuple(flat)
-
-
 class FlatOutputs(nn.Module):
     """A backbone (``forward(x)``) or a detector in mmdet's tensor mode with
     its outputs flattened into one tuple, the form of an ONNX graph."""
@@ -246,26 +202,7 @@ class FlatOutputs(nn.Module):
         return self.model(inputs)
 
     def forward(self, inputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        return _flatten(self.raw(inputs))
-
-
-def _set_metadata(proto, metadata: Dict[str, object]) -> None:
-    kept = [entry for entry in proto.metadata_props
-            if not entry.key.startswith(METADATA_PREFIX)]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key = METADATA_PREFIX + key
-        entry.value = json.dumps(value)
-
-
-def read_metadata(custom_metadata: Dict[str, str]) -> Dict[str, object]:
-    """Our metadata from an ONNX file's ``metadata_props`` (as onnxruntime's
-    ``get_modelmeta().custom_metadata_map`` returns them)."""
-    return {key[len(METADATA_PREFIX):]: json.loads(value)
-            for key, value in custom_metadata.items()
-            if key.startswith(METADATA_PREFIX)}
+        return flatten_outputs(self.raw(inputs))
 
 
 def _trace_to_onnx(model: nn.Module, inputs: torch.Tensor, names: List[str],
@@ -403,7 +340,6 @@ def export_module(model: nn.Module,
         FileNotFoundError: if the folder of ``out`` does not exist.
     """
     onnx = import_onnx()
-    from .runtime import create_session
     check_output_path(out)
     opset = _check_opset(opset)
     height, width = check_input_size(list(input_size))
@@ -462,7 +398,7 @@ def export_module(model: nn.Module,
     if quantize is not None:
         onnx_bytes, correlation = quantize(onnx_bytes)
     proto = onnx.load_from_string(onnx_bytes)
-    _set_metadata(proto, dict(
+    set_metadata(proto, dict(
         metadata or {}, scope='detector' if tensor_mode else 'backbone',
         input_size=[height, width], output_groups=groups,
         dynamic_batch=dynamic, dynamic_spatial=dynamic_spatial,
@@ -483,7 +419,6 @@ def export_module(model: nn.Module,
 def _spatial_export_holds(onnx_bytes: bytes, model: nn.Module,
                           inputs: torch.Tensor) -> bool:
     """Whether a dynamic-size export reproduces PyTorch on ``inputs``."""
-    from .runtime import create_session
     if not _runs_at(model, inputs):
         return False
     try:
@@ -511,8 +446,7 @@ def load_weights(detector: nn.Module, checkpoint: str, config: str) -> None:
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file {checkpoint!r} not found')
     try:
-        load_checkpoint(detector, checkpoint, map_location='cpu',
-                        strict=True, logger='silent')
+        load_checked_weights(detector, checkpoint)
     except Exception as error:
         raise ValueError(
             f'cannot load checkpoint {checkpoint!r} into the model of '
@@ -567,15 +501,9 @@ def export_onnx(config: str,
     if int8 and not calib_images:
         raise ValueError('int8 quantisation needs calibration images: pass '
                          'a folder of images (--calib-images DIR)')
-    size = (check_input_size(list(input_size)) if input_size is not None
-            else infer_input_size(cfg))
-    divisor = cfg.model.get('data_preprocessor', {}).get(
-        'pad_size_divisor', 1) or 1
-    if size[0] % divisor or size[1] % divisor:
-        raise ValueError(
-            f'the data preprocessor of {config!r} pads every input to a '
-            f'multiple of {divisor}, so the model never sees '
-            f'{size[0]}x{size[1]}; choose H and W divisible by {divisor}')
+    size = (check_input_size(list(input_size), cfg, repr(config))
+            if input_size is not None else infer_input_size(cfg))
+    divisor = input_size_divisor(cfg)
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file {checkpoint!r} not found')
     detector = build_from_config(cfg, 'detector')

@@ -3,7 +3,6 @@ quantisation tool: QDQ format, per-channel int8 weights, activations
 calibrated (min/max) on images run through the config's test pipeline."""
 import os
 import os.path as osp
-import tempfile
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -12,7 +11,8 @@ from mmdet.registry import MODELS
 from mmdet.utils import get_test_pipeline_cfg
 from mmengine.config import Config
 
-from .export import INPUT_NAME
+from ..fileio import scratch_directory
+from .graph import INPUT_NAME, create_session
 from .requirements import import_onnxruntime
 
 __all__ = ['IMAGE_EXTENSIONS', 'load_calibration_inputs', 'quantize_int8',
@@ -106,8 +106,6 @@ def quantize_int8(float_bytes: bytes, calibration: List[np.ndarray]
                                           QuantType, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .runtime import create_session
-
     class Reader(CalibrationDataReader):
 
         def __init__(self) -> None:
@@ -117,7 +115,7 @@ def quantize_int8(float_bytes: bytes, calibration: List[np.ndarray]
             inputs = next(self.pending, None)
             return None if inputs is None else {INPUT_NAME: inputs}
 
-    with tempfile.TemporaryDirectory(prefix='sapool_int8_') as folder:
+    with scratch_directory('sapool_int8') as folder:
         float_path = osp.join(folder, 'float.onnx')
         prepared_path = osp.join(folder, 'prepared.onnx')
         int8_path = osp.join(folder, 'int8.onnx')

@@ -4,7 +4,9 @@ from types import ModuleType
 
 __all__ = ['DEPLOY_EXTRA', 'import_onnx', 'import_onnxruntime']
 
-DEPLOY_EXTRA = 'pip install sapool_mmdet[deploy]'
+# The package is installed from its source tree, not from a package index.
+DEPLOY_EXTRA = ("pip install -e '.[deploy]' in the sapool-mmdet folder "
+                "(or: pip install 'onnx>=1.17' 'onnxruntime>=1.19')")
 
 
 def _missing(package: str, error: ImportError) -> ImportError:

@@ -19,44 +19,11 @@ from mmdet.structures import SampleList
 from mmengine.config import Config, ConfigDict
 
 from ..analysis.config import load_config
-from .export import INPUT_NAME, group_outputs, read_metadata
-from .requirements import import_onnxruntime
+from .graph import (INPUT_NAME, create_session, group_outputs,
+                    session_metadata)
 
 __all__ = ['create_session', 'session_metadata', 'ONNXRuntimeDetector',
            'onnx_test_config', 'evaluate_onnx']
-
-
-def create_session(model: Union[str, bytes],
-                   num_threads: Optional[int] = None,
-                   log_severity: int = 3):
-    """An onnxruntime CPU session for an ONNX file or serialised model.
-
-    Args:
-        model (str | bytes): Path of an ONNX file, or its bytes.
-        num_threads (int, optional): Intra-op threads; None lets
-            onnxruntime choose (one per core).
-        log_severity (int): onnxruntime's log level: 3 logs errors, 4
-            only fatal ones. Default: 3.
-
-    Returns:
-        onnxruntime.InferenceSession
-    """
-    ort = import_onnxruntime()
-    if isinstance(model, str) and not osp.isfile(model):
-        raise FileNotFoundError(f'ONNX file {model!r} not found')
-    options = ort.SessionOptions()
-    options.log_severity_level = log_severity
-    if num_threads is not None:
-        options.intra_op_num_threads = num_threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(model, sess_options=options,
-                                providers=['CPUExecutionProvider'])
-
-
-def session_metadata(session) -> dict:
-    """What :func:`~sapool_mmdet.deploy.export_module` stored in the file
-    (scope, input_size, output_groups, ...)."""
-    return read_metadata(session.get_modelmeta().custom_metadata_map)
 
 
 @MODELS.register_module()

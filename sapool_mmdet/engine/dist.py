@@ -44,7 +44,8 @@ from mmengine.registry import MODEL_WRAPPERS
 from mmengine.runner import Runner
 from torch.nn.parallel import DistributedDataParallel
 
-from .hooks import MetricWorkDirHook, WorldSizeCheckHook
+from .hooks import (ClassCountCheckHook, MetricWorkDirHook,
+                    WorldSizeCheckHook)
 
 __all__ = [
     'DistributedSetupError', 'LAUNCHER_ENV', 'apply_distributed_fixes',
@@ -68,7 +69,8 @@ HOW_TO_LAUNCH = {
               'PARTITION JOB_NAME CONFIG WORK_DIR`'),
     'mpi': 'start it with mpirun and set MASTER_ADDR',
 }
-AUTO_HOOKS = (MetricWorkDirHook, WorldSizeCheckHook, SyncBuffersHook)
+AUTO_HOOKS = (MetricWorkDirHook, WorldSizeCheckHook, ClassCountCheckHook,
+              SyncBuffersHook)
 _PATCHED = '_sapool_mmdet_distributed'
 
 

@@ -1,13 +1,18 @@
 """Hooks that every runner gets on ``import sapool_mmdet`` (see
 :mod:`sapool_mmdet.engine.dist`); a config may also list them in
 ``custom_hooks``."""
+from typing import Dict, Sequence
+
+import torch.nn as nn
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
-from mmengine.runner import Runner
+from mmengine.model import is_model_wrapper
+from mmengine.runner import BaseLoop, Runner
 
+from ..datasets.coco_checks import label_count_error
 from ..evaluation import DrivingCocoMetric
 
-__all__ = ['MetricWorkDirHook', 'WorldSizeCheckHook']
+__all__ = ['MetricWorkDirHook', 'WorldSizeCheckHook', 'ClassCountCheckHook']
 
 
 def _loop_evaluator(loop):
@@ -74,3 +79,62 @@ class WorldSizeCheckHook(Hook):
         self._check(
             getattr(runner.test_loop, 'dataloader', None), 'test',
             runner.world_size)
+
+
+def head_num_classes(model: nn.Module) -> Dict[str, int]:
+    """The class count of each box head of a detector.
+
+    Args:
+        model (nn.Module): The detector (or its wrapper).
+
+    Returns:
+        dict[str, int]: ``num_classes`` of each outermost module under a
+        ``bbox_head`` (e.g. ``bbox_head``, ``roi_head.bbox_head``,
+        ``roi_head.bbox_head.0`` of a cascade), by module name.
+    """
+    if is_model_wrapper(model):
+        model = model.module
+    found: Dict[str, int] = {}
+    for name, module in model.named_modules():
+        if 'bbox_head' not in name.split('.') or \
+                any(name.startswith(f'{head}.') for head in found):
+            continue
+        num_classes = getattr(module, 'num_classes', None)
+        if isinstance(num_classes, int):
+            found[name] = num_classes
+    return found
+
+
+@HOOKS.register_module()
+class ClassCountCheckHook(Hook):
+    """Stop a run, before it trains or tests, whose detector head has
+    another number of classes than its datasets (e.g. a head left at the 80
+    COCO classes on the eight driving classes): its labels would index
+    classes the dataset does not have. The message is the one
+    ``tools/eval_driving.py`` gives for such labels."""
+
+    priority = 'VERY_HIGH'
+
+    @staticmethod
+    def _check(model: nn.Module, classes: Sequence[str], split: str) -> None:
+        for name, num_classes in head_num_classes(model).items():
+            if num_classes != len(classes):
+                raise ValueError(label_count_error(
+                    f"the model's {name} has {num_classes} classes (the "
+                    f'{split} dataset has {len(classes)})', num_classes,
+                    classes))
+
+    def before_run(self, runner: Runner) -> None:
+        # only the loops this run has built (train() builds the training
+        # and validation loops, test() the test loop); touching the
+        # others would build them
+        for split, loop in (('training', runner._train_loop),
+                            ('validation', runner._val_loop),
+                            ('test', runner._test_loop)):
+            if not isinstance(loop, BaseLoop):
+                continue
+            dataset = getattr(getattr(loop, 'dataloader', None), 'dataset',
+                              None)
+            classes = getattr(dataset, 'metainfo', {}).get('classes')
+            if classes:
+                self._check(runner.model, classes, split)

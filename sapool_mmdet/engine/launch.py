@@ -6,19 +6,31 @@ copies ``mim train mmdet`` runs). Our tools run those same files after
 upstream fixes, and they work for configs that lack ``custom_imports``
 (importing this module imports ``sapool_mmdet``, which registers our
 modules and applies :mod:`sapool_mmdet.compat`).
+
+A ``--out`` results file is written atomically (see
+:mod:`sapool_mmdet.engine.durable`); the temporary of that name a killed
+test left is removed first. One argument is ours: ``--allow-partial`` accepts a checkpoint whose
+weights do not all fit the model (see :mod:`sapool_mmdet.checkpoint`); it
+becomes ``--cfg-options allow_partial_checkpoint=True``.
 """
 import os.path as osp
 import runpy
 import sys
-from typing import List
+from typing import List, Optional
 
 import mmdet
 
+from ..checkpoint import ALLOW_PARTIAL_KEY
+from ..fileio import remove_stale_temporaries
 from .dist import DistributedSetupError, check_launcher_env
 
-__all__ = ['launcher_argument', 'mmdet_tool_path', 'run_mmdet_tool']
+__all__ = [
+    'ALLOW_PARTIAL_FLAG', 'launcher_argument', 'mmdet_tool_path',
+    'option_value', 'run_mmdet_tool', 'translate_allow_partial'
+]
 
 TOOLS = ('train', 'test')
+ALLOW_PARTIAL_FLAG = '--allow-partial'
 
 
 def mmdet_tool_path(name: str) -> str:
@@ -36,12 +48,26 @@ def mmdet_tool_path(name: str) -> str:
 
 def launcher_argument(argv: List[str]) -> str:
     """The value of ``--launcher`` in ``argv`` ('none' without one)."""
+    return option_value(argv, '--launcher') or 'none'
+
+
+def translate_allow_partial(argv: List[str]) -> List[str]:
+    """``argv`` with ``--allow-partial`` turned into the config option
+    mmdet's scripts understand."""
+    if ALLOW_PARTIAL_FLAG not in argv:
+        return list(argv)
+    rest = [arg for arg in argv if arg != ALLOW_PARTIAL_FLAG]
+    return [*rest, '--cfg-options', f'{ALLOW_PARTIAL_KEY}=True']
+
+
+def option_value(argv: List[str], option: str) -> Optional[str]:
+    """The value of ``option`` in ``argv`` (None without one)."""
     for i, arg in enumerate(argv):
-        if arg == '--launcher' and i + 1 < len(argv):
+        if arg == option and i + 1 < len(argv):
             return argv[i + 1]
-        if arg.startswith('--launcher='):
+        if arg.startswith(f'{option}='):
             return arg.split('=', 1)[1]
-    return 'none'
+    return None
 
 
 def run_mmdet_tool(name: str, argv: List[str]) -> None:
@@ -52,6 +78,7 @@ def run_mmdet_tool(name: str, argv: List[str]) -> None:
     clear message instead of a deep traceback.
     """
     path = mmdet_tool_path(name)
+    argv = translate_allow_partial(argv)
     if argv and not argv[0].startswith('-') and not osp.isfile(argv[0]):
         raise SystemExit(f'error: config file {argv[0]!r} not found')
     if (name == 'test' and len(argv) > 1 and not argv[1].startswith('-')
@@ -61,6 +88,11 @@ def run_mmdet_tool(name: str, argv: List[str]) -> None:
         check_launcher_env(launcher_argument(argv))
     except DistributedSetupError as error:
         raise SystemExit(f'error: {error}') from None
+    out = option_value(argv, '--out') if name == 'test' else None
+    if out is not None:
+        # what a test killed while writing this results file left
+        remove_stale_temporaries(
+            osp.dirname(osp.abspath(out)), osp.basename(out))
     saved_argv = sys.argv
     sys.argv = [path, *argv]
     try:

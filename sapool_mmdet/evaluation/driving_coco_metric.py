@@ -1,14 +1,21 @@
 """COCO bbox evaluation of the configured classes, matched by name, with the
 Table 4-style report."""
+import copy
 import logging
+import os
+import os.path as osp
+import tempfile
 from collections import Counter
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
+import numpy as np
 from mmdet.evaluation import CocoMetric
 from mmdet.registry import METRICS
+from mmengine.fileio import get_local_path
 from mmengine.logging import print_log
 
-from ..datasets.coco_io import category_ids_by_name
+from ..datasets.coco_checks import category_ids_by_name, check_predictions
+from ..datasets.coco_driving import NamedCategoryCOCO
 from .report import TABLE4_COLUMNS, ClassAP, DetectionReport
 
 __all__ = ['DrivingCocoMetric']
@@ -20,16 +27,31 @@ class DrivingCocoMetric(CocoMetric):
     the layout of Table 4 of Chen et al. (WACV 2023).
 
     Every number comes from ``CocoMetric`` and pycocotools' ``COCOeval``.
-    Two things differ:
+    What differs:
 
     - Label ``i`` is the category named ``dataset_meta['classes'][i]`` in
       ``ann_file``. ``CocoMetric`` takes the ids in file order, which
       scores a class list ordered differently from the file against the
       wrong categories. Only these categories are evaluated, on every image
       of ``ann_file`` (images without them count for false positives).
+    - Per-class values (the ``<class>_precision`` keys, ``CocoMetric``'s
+      class-wise table with its per-size columns, the report) belong to
+      their class in any class order: ``COCOeval`` sorts
+      ``params.catIds`` and ``CocoMetric`` reads its precision array by
+      position, so the evaluation runs with the ids sorted and the labels
+      renumbered to match.
+    - ``ann_file`` is read through the package's COCO checks when the
+      metric is built (the dataset reads it the same way), and the classes
+      are looked up when the metric gets ``dataset_meta``; each image's
+      predictions are checked as they arrive (finite boxes and scores,
+      labels inside the classes).
+    - A run without any detection scores 0 (n/a where a class has no
+      ground truth) instead of skipping the evaluation.
     - At the end of every evaluation it logs the mAP table (@0.5, @0.75,
       @[0.5,0.95], @large, @medium, @small) and the per-class AP table, and
-      writes both to ``<report_dir>/<report_name>.json`` and ``.md``.
+      writes both to ``<report_dir>/<report_name>.json`` and ``.md``,
+      replacing an earlier report; a ``format_only`` run removes an
+      earlier report, which would otherwise look like this run's.
 
     The returned metrics are ``CocoMetric``'s (``coco/bbox_mAP``, ...), so
     logging and ``save_best`` work as usual.
@@ -68,8 +90,11 @@ class DrivingCocoMetric(CocoMetric):
                  report_dir: Optional[str] = None,
                  report_name: str = 'driving_metrics',
                  **kwargs) -> None:
-        super().__init__(
-            ann_file=ann_file, metric=metric, classwise=classwise, **kwargs)
+        super().__init__(metric=metric, classwise=classwise, **kwargs)
+        if ann_file is not None:
+            with get_local_path(
+                    ann_file, backend_args=self.backend_args) as local_path:
+                self._coco_api = NamedCategoryCOCO(local_path, ann_file)
         if 'bbox' not in self.metrics:
             raise ValueError(
                 f"DrivingCocoMetric reports bbox mAP; metric must include "
@@ -85,6 +110,40 @@ class DrivingCocoMetric(CocoMetric):
         self.report_name = report_name
         self.work_dir: Optional[str] = None
 
+    @property
+    def dataset_meta(self) -> Optional[dict]:
+        """The dataset's meta information; setting it looks the classes up
+        in ``ann_file``.
+
+        Raises:
+            ValueError: when set, if a class is not a category of
+                ``ann_file`` (the message lists its categories).
+        """
+        return self._dataset_meta
+
+    @dataset_meta.setter
+    def dataset_meta(self, dataset_meta: Optional[dict]) -> None:
+        self._dataset_meta = copy.deepcopy(dataset_meta)
+        if dataset_meta is not None and self._coco_api is not None:
+            self.cat_ids = category_ids_by_name(
+                list(self._coco_api.cats.values()), dataset_meta['classes'],
+                source=self.ann_file or 'the ground truth')
+
+    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        """``CocoMetric.process``, then check each image's predictions.
+
+        Raises:
+            CocoFormatError: if a box or score is not finite (named by
+                image) or a label is not an index of the classes.
+        """
+        start = len(self.results)
+        super().process(data_batch, data_samples)
+        classes = self.dataset_meta['classes']
+        for _, pred in self.results[start:]:
+            check_predictions(pred['bboxes'], pred['scores'],
+                              pred['labels'], classes, pred['img_id'],
+                              "the model's predictions")
+
     def compute_metrics(self, results: list) -> Dict[str, float]:
         """Compute CocoMetric's metrics, then log and write the report.
 
@@ -94,24 +153,16 @@ class DrivingCocoMetric(CocoMetric):
         Returns:
             dict[str, float]: CocoMetric's metrics.
         """
-        if self._coco_api is not None:
-            self.cat_ids = category_ids_by_name(
-                list(self._coco_api.cats.values()),
-                self.dataset_meta['classes'],
-                source=self.ann_file or 'the ground truth')
         self._check_each_image_once(results)
-        eval_results = super().compute_metrics(results)
+        if self._coco_api is None:
+            self._ground_truth_from_samples([gt for gt, _ in results])
+        eval_results = self._compute_in_sorted_id_order(results)
+        report_dir = self._report_dir()
         if self.format_only:
-            return eval_results
-        if 'bbox_mAP' not in eval_results:
-            print_log(
-                'no detection on any image: CocoMetric computed no bbox '
-                'mAP, so there is no report', logger='current',
-                level=logging.WARNING)
+            self._remove_report(report_dir)
             return eval_results
         report = self._report(eval_results)
         print_log('\n' + report.text(), logger='current')
-        report_dir = self._report_dir()
         if report_dir is not None:
             json_path, markdown_path = report.write(report_dir,
                                                     self.report_name)
@@ -119,6 +170,45 @@ class DrivingCocoMetric(CocoMetric):
                 f'metric report written to {json_path} and {markdown_path}',
                 logger='current')
         return eval_results
+
+    def _ground_truth_from_samples(self, gts: List[dict]) -> None:
+        # CocoMetric's conversion, read back through the COCO checks (and
+        # a COCO API whose loadRes takes a run without detections)
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            path = self.gt_to_coco_json(gts, osp.join(tmp_dir, 'results'))
+            self._coco_api = NamedCategoryCOCO(path, 'the ground truth')
+        self.cat_ids = category_ids_by_name(
+            list(self._coco_api.cats.values()), self.dataset_meta['classes'],
+            source='the ground truth')
+
+    def _compute_in_sorted_id_order(self, results: list) -> Dict[str, float]:
+        """``CocoMetric.compute_metrics`` with ``cat_ids`` sorted, as
+        ``COCOeval`` sorts them, and each label renumbered to the position
+        of its category id: CocoMetric reads the per-class rows of the
+        precision array by position."""
+        cat_ids = list(self.cat_ids)
+        order = np.argsort(cat_ids, kind='stable')
+        position = np.empty(len(order), dtype=np.int64)
+        position[order] = np.arange(len(order))
+        renumbered = [(gt, dict(pred, labels=position[pred['labels']]))
+                      for gt, pred in results]
+        self.cat_ids = [cat_ids[i] for i in order]
+        try:
+            return super().compute_metrics(renumbered)
+        finally:
+            self.cat_ids = cat_ids
+
+    def _remove_report(self, report_dir: Optional[str]) -> None:
+        if report_dir is None:
+            return
+        for suffix in ('.json', '.md'):
+            path = osp.join(report_dir, self.report_name + suffix)
+            if osp.exists(path):
+                os.remove(path)
+                print_log(
+                    f'format_only: removed {path}, an earlier report that '
+                    'this run did not compute', logger='current',
+                    level=logging.WARNING)
 
     def _check_each_image_once(self, results: list) -> None:
         predicted = Counter(pred['img_id'] for _, pred in results)

@@ -16,13 +16,14 @@ import torch.nn as nn
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
-from mmengine.runner import CheckpointLoader
 
 from ..analysis.config import infer_input_size, load_config
 from ..analysis.memory import iter_tensors, trace_activations
-from ..engine.pruning import ChannelPruner, allocate
+from ..checkpoint import (check_weights_fit, checkpoint_state_dict,
+                          read_checkpoint)
 from ..fileio import atomic_open
 from .groups import narrow_groups_, select_groups
+from .pruner import ChannelPruner, allocate
 
 __all__ = ['CompactResult', 'StageMemory', 'compact_pruned',
            'compact_model_', 'planned_widths', 'write_compact_config',
@@ -196,7 +197,7 @@ def compact_pruned(config: str,
                 cfg, compact_cfg, input_size or infer_input_size(cfg))
         return result
 
-    ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+    ckpt = read_checkpoint(checkpoint)
     state = ckpt.get('channel_pruning')
     if not state or 'pruned' not in state:
         raise ValueError(
@@ -204,7 +205,8 @@ def compact_pruned(config: str,
             f'trained with ChannelPruningHook (see '
             f'configs/ssd_mbv2_nlp_cp.py)')
     model = MODELS.build(cfg.model)
-    model.load_state_dict(ckpt['state_dict'])
+    check_weights_fit(model, checkpoint_state_dict(ckpt), checkpoint)
+    model.load_state_dict(checkpoint_state_dict(ckpt))
     model.eval()
     before = {g.name: g.channels for g in model.backbone.channel_groups()}
     params_before = _params(model)
