@@ -271,6 +271,7 @@ def test_deploy_benchmark_rows_show_the_deployed_peaks():
         'NLPool', 'c.py', 'c.pth', (320, 320),
         model_bytes=dict(pytorch=1, onnx_fp32=2, onnx_int8=3),
         latency_ms=dict(pytorch=1.0, onnx_fp32=2.0, onnx_int8=3.0),
+        latency_iqr_ms=dict(pytorch=0.1, onnx_fp32=0.2, onnx_int8=0.3),
         peak_activation_bytes=5 * 2**20, peak_activation_bytes_int8=2**20,
         deployed_peak_bytes=dict(onnx_fp32=3 * 2**20, onnx_int8=2**19,
                                  int8_device=2**18))

@@ -21,6 +21,7 @@ import torch.nn as nn
 from ..analysis.config import (build_from_config, check_input_size,
                                infer_input_size, load_config)
 from ..analysis.memory import trace_activations
+from .estimate import estimate_peak, input_sizes, reference_size
 from .export import FlatOutputs, export_module
 from .memory import DEFAULT_LEVEL, DeployedMemory, deployed_memory
 
@@ -143,7 +144,6 @@ def largest_fitting_size(model: nn.Module, input_size: Sequence[int],
         could not be exported or quantised at that size and the bytes are
         the estimate there.
     """
-    from .budget import estimate_peak, input_sizes, reference_size
     sizes = input_sizes(input_size, min_size)
     reference = reference_size(input_size)
     inputs = torch.randn(1, 3, *reference,
