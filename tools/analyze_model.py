@@ -96,6 +96,8 @@ def deployed(args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = parse_args()
+    if args.fit_kib and not args.deployed:
+        sys.exit('error: --fit-kib measures deployed graphs; add --deployed')
     if args.deployed:
         deployed(args)
         return
