@@ -30,6 +30,7 @@ from sapool_mmdet.deploy.budget import (FIRST_STRIDES, RECIPES,
                                         SECOND_STRIDES, STRIDED_CONV, WIDTHS,
                                         budget_text, fit_budget)
 from sapool_mmdet.deploy.memory import DEFAULT_LEVEL, OPTIMIZATION_LEVELS
+from sapool_mmdet.engine import run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -102,4 +103,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)
