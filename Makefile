@@ -42,7 +42,7 @@ endif
 DEMO_DATA := data/synthetic_driving
 DEMO_CONFIG := configs/demo/ssd_mbv2_nlp.py
 
-.PHONY: install demo test test-quick clean
+.PHONY: install demo test test-quick gpu-check clean
 
 install: $(VENV)/.step-package
 
@@ -100,6 +100,12 @@ test: install
 
 test-quick: install
 	$(PY) -m pytest -q -m "not slow" tests
+
+# Every GPU figure in one bounded run (docs/gpu.md). No `install` here: on a
+# GPU machine it would put the CPU torch in place of the machine's own.
+GPU_CHECK_OUT ?= work_dirs/gpu_check_$(shell date -u +%Y%m%d-%H%M%S)
+gpu-check:
+	tools/gpu_check.sh $(GPU_CHECK_OUT)
 
 clean:
 	rm -rf work_dirs build *.egg-info

@@ -17,11 +17,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / 'README.md'] + sorted((ROOT / 'docs').glob('*.md'))
 
-# PENDING, for the lead to empty at merge: pages other engineers are
-# writing in parallel. A link to one of these may dangle until their
-# branches are merged; nothing else may.
-PENDING = {'docs/device-memory.md'}
-
 LINK = re.compile(r'!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(([^)\s]+)(?:\s+"[^"]*")?\)')
 FENCE = re.compile(r'^(```|~~~)')
 # A repository path: starts at a word boundary that is not part of a URL or
@@ -90,8 +85,7 @@ def test_links_and_anchors_resolve(page):
         linked = (page.parent / file_part).resolve() if file_part else page
         name = osp.relpath(linked, ROOT)
         if not linked.exists():
-            if name not in PENDING:
-                broken.append(f'{target}: no file {name}')
+            broken.append(f'{target}: no file {name}')
             continue
         if anchor and linked.suffix == '.md' and anchor not in anchors(
                 linked):
@@ -106,19 +100,10 @@ def test_named_repository_paths_exist(page):
     missing = set()
     for path in REPO_PATH.findall(text):
         for candidate in expand_braces(path):
-            if candidate in PENDING:
-                continue
             if not (ROOT / candidate).exists():
                 missing.add(candidate)
     assert not missing, (f'{relative(page)} names paths that do not '
                          f'exist: {sorted(missing)}')
-
-
-def test_pending_pages_are_only_the_parallel_ones():
-    """Once a pending page exists, it is an ordinary page: keep PENDING to
-    the pages still missing so that its links are checked."""
-    assert not [name for name in PENDING if (ROOT / name).exists()], (
-        'these pending pages now exist; remove them from PENDING')
 
 
 def test_the_checks_find_broken_links_and_anchors(tmp_path):

@@ -15,7 +15,8 @@ Each model is exported (float32, parity-checked, and int8 QDQ calibrated on
 the first --calib-count images), timed at batch 1 on the first calibration
 image (raw head outputs; box decoding and NMS excluded), evaluated with the
 config's test set and evaluator in all three runtimes, and measured with
-tools/analyze_model.py's activation accounting (--scope detector).
+tools/analyze_model.py's activation accounting (--scope detector) and on
+the deployed graphs onnxruntime runs (sapool_mmdet/deploy/memory.py).
 """
 import argparse
 import os

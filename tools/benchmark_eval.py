@@ -12,6 +12,7 @@ import argparse
 import os.path as osp
 import sys
 
+from sapool_mmdet.engine import run_cli
 from sapool_mmdet.evaluation.benchmark import (benchmark_eval, cost_table,
                                                make_coco_scale_files)
 
@@ -57,4 +58,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

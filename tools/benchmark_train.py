@@ -36,6 +36,7 @@ from sapool_mmdet.analysis.train_benchmark import (AMP_MODES,
                                                    train_text,
                                                    write_train_json,
                                                    write_train_markdown)
+from sapool_mmdet.engine import run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -112,4 +113,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -18,6 +18,7 @@ from ..analysis import analyze_config, build_from_config, load_config
 from ..analysis.latency import check_run_times, check_threads, measure_latency
 from ..fileio import atomic_open
 from .export import INPUT_NAME, FlatOutputs, load_weights, export_onnx
+from .memory import deployed_memory
 from .quantize import load_calibration_inputs
 from .runtime import create_session, evaluate_onnx
 
@@ -56,6 +57,10 @@ class DeployBenchmark:
             detector's tensor-mode forward (``tools/analyze_model.py
             --scope detector``).
         peak_activation_bytes_int8 (int): The same at one byte per element.
+        deployed_peak_bytes (dict[str, int]): Peak of the deployed graphs
+            (:func:`~sapool_mmdet.deploy.memory.deployed_memory`, input
+            included): 'onnx_fp32', 'onnx_int8' (as onnxruntime runs it)
+            and 'int8_device' (every activation int8).
         threads (int): Intra-op threads of PyTorch and onnxruntime.
         files (dict[str, str]): The ONNX files and metric reports written.
     """
@@ -72,6 +77,7 @@ class DeployBenchmark:
     int8_correlation: Dict[str, float] = field(default_factory=dict)
     peak_activation_bytes: int = 0
     peak_activation_bytes_int8: int = 0
+    deployed_peak_bytes: Dict[str, int] = field(default_factory=dict)
     threads: int = 1
     files: Dict[str, str] = field(default_factory=dict)
 
@@ -226,6 +232,11 @@ def _benchmark_one(name: str, config: str, checkpoint: str, out_dir: str,
                             cfg_options=cfg_options)
     result.peak_activation_bytes = report.peak_activation_bytes
     result.peak_activation_bytes_int8 = report.peak_activation_bytes_int8
+    result.deployed_peak_bytes = dict(
+        onnx_fp32=deployed_memory(paths['onnx_fp32']).peak_bytes,
+        onnx_int8=deployed_memory(paths['onnx_int8']).peak_bytes,
+        int8_device=deployed_memory(paths['onnx_int8'],
+                                    int8_device=True).peak_bytes)
     return result
 
 
@@ -240,7 +251,8 @@ def _map_text(values: Dict[str, float], runtime: str) -> str:
 def benchmark_rows(results: Sequence[DeployBenchmark]) -> List[List[str]]:
     """The table: one row per model and runtime."""
     rows = [['model', 'runtime', 'file (MiB)', 'latency (ms)', 'IQR (ms)',
-             'mAP@0.5', 'mAP@[.5,.95]', 'peak act. (MiB)']]
+             'mAP@0.5', 'mAP@[.5,.95]', 'peak act. (MiB)',
+             'deployed peak (MiB)']]
     for result in results:
         for runtime in RUNTIMES:
             peak = (result.peak_activation_bytes_int8
@@ -252,7 +264,9 @@ def benchmark_rows(results: Sequence[DeployBenchmark]) -> List[List[str]]:
                 f'{result.latency_ms[runtime]:.1f}',
                 f'{result.latency_iqr_ms[runtime]:.1f}',
                 _map_text(result.map50, runtime),
-                _map_text(result.map, runtime), _mib(peak)
+                _map_text(result.map, runtime), _mib(peak),
+                _mib(result.deployed_peak_bytes[runtime])
+                if runtime in result.deployed_peak_bytes else '-'
             ])
     return rows
 
@@ -269,7 +283,10 @@ def _notes(results: Sequence[DeployBenchmark]) -> str:
             f'batch-1 forward with {result.threads} thread(s), raw head '
             f'outputs (decoding and NMS excluded); PyTorch file = its state '
             f'dict; peak activations: fp32 rows float32, int8 row one byte '
-            f'per element.')
+            f'per element; deployed peak: the graph onnxruntime runs, input '
+            f'included (int8 with every activation int8: '
+            f'{_mib(result.deployed_peak_bytes.get("int8_device", 0))} '
+            f'MiB).')
     return '\n'.join(lines)
 
 
