@@ -446,6 +446,14 @@ def test_input_size_is_checked_the_same_way_by_every_tool(tmp_path):
     with pytest.raises(ValueError, match=re.escape(message)):
         export_onnx(config, str(tmp_path / 'missing.pth'),
                     str(tmp_path / 'model.onnx'), input_size=(300, 300))
+    # analyze_model.py --deployed (it died inside the neck)
+    from sapool_mmdet.deploy.config_memory import deployed_config_memory
+    with pytest.raises(ValueError, match=re.escape(message)):
+        deployed_config_memory(config, 'detector', (300, 300))
+    # benchmark_train.py
+    from sapool_mmdet.analysis.train_benchmark import benchmark_train
+    with pytest.raises(ValueError, match=re.escape(message)):
+        benchmark_train([config], input_size=(300, 300), progress=False)
 
 
 def test_missing_images_are_found_when_the_dataset_is_built(tmp_path):

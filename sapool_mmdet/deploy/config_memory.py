@@ -190,8 +190,8 @@ def deployed_config_memory(config: str,
             exported.
     """
     cfg = load_config(config, cfg_options)
-    size = (check_input_size(list(input_size)) if input_size is not None
-            else infer_input_size(cfg))
+    size = (check_input_size(list(input_size), cfg, repr(config))
+            if input_size is not None else infer_input_size(cfg))
     model = build_from_config(cfg, scope)
     tensor_mode = scope == 'detector'
     inputs = torch.randn(1, 3, *size,
