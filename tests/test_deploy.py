@@ -5,12 +5,9 @@ against PyTorch; a freshly initialised SSD is exported through the
 command-line tool and evaluated through mmdet's test loop in onnxruntime,
 and its detections are compared with PyTorch's on the same batches.
 """
-import contextlib
-import io
 import json
 import os
 import os.path as osp
-import runpy
 import sys
 
 import numpy as np
@@ -19,7 +16,7 @@ import torch
 from mmdet.registry import MODELS
 from mmengine.runner import Runner
 
-from tiny_demo import ROOT, TINY_SIZE
+from tiny_demo import ROOT, TINY_SIZE, run_tool_in_process as run_tool
 from sapool_mmdet.analysis import load_config
 from sapool_mmdet.deploy import (PARITY_TOLERANCE, create_session,
                                  evaluate_onnx, export_module, export_onnx,
@@ -43,19 +40,6 @@ def small_backbone(method: str) -> torch.nn.Module:
     backbone.eval()
     return backbone
 
-
-def run_tool(tool: str, *args: str) -> str:
-    """Run ``tools/<tool>`` in this process, as its command line would;
-    return what it printed."""
-    saved = sys.argv
-    sys.argv = [tool, *args]
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed):
-            runpy.run_path(osp.join(ROOT, 'tools', tool), run_name='__main__')
-    finally:
-        sys.argv = saved
-    return printed.getvalue()
 
 
 def run_onnx(path: str, inputs: torch.Tensor) -> list:

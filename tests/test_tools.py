@@ -8,33 +8,17 @@ test_onnx.py, analyze_model.py, benchmark_pooling.py, coco_subset.py,
 eval_driving.py, make_synthetic_coco.py and visualize_pooling.py are run by
 their own test files.)
 """
-import contextlib
-import io
 import json
 import os
 import os.path as osp
-import runpy
 import stat
 import subprocess
 import sys
 
 import pytest
 
-from tiny_demo import ROOT, tiny_demo_config
+from tiny_demo import ROOT, run_tool_in_process as run_tool, tiny_demo_config
 
-
-def run_tool(tool: str, *args: str) -> str:
-    """Run ``tools/<tool>`` in this process as its command line would;
-    return what it printed."""
-    saved = sys.argv
-    sys.argv = [tool, *args]
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed):
-            runpy.run_path(osp.join(ROOT, 'tools', tool), run_name='__main__')
-    finally:
-        sys.argv = saved
-    return printed.getvalue()
 
 
 def run_script(args, cwd, **env) -> subprocess.CompletedProcess:

@@ -6,13 +6,18 @@ and evaluate.
 with the SSD anchors scaled to that size; each test adds what it needs
 (schedule, hooks, evaluators) as Python lines after it.
 """
+import contextlib
+import io
 import os.path as osp
+import runpy
+import sys
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'ssd_mbv2_nlp.py')
 TINY_SIZE = 96
 
-__all__ = ['ROOT', 'DEMO_CONFIG', 'TINY_SIZE', 'tiny_demo_config']
+__all__ = ['ROOT', 'DEMO_CONFIG', 'TINY_SIZE', 'tiny_demo_config',
+           'run_tool_in_process']
 
 
 def tiny_demo_config(path, data_root: str, extra: str = '') -> str:
@@ -58,3 +63,17 @@ model = dict(bbox_head=dict(anchor_generator=dict(
     with open(path, 'w', encoding='utf-8') as f:
         f.write(text + extra)
     return str(path)
+
+
+def run_tool_in_process(tool: str, *args: str) -> str:
+    """Run ``tools/<tool>`` in this process, as its command line would;
+    return what it printed."""
+    saved = sys.argv
+    sys.argv = [tool, *args]
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            runpy.run_path(osp.join(ROOT, 'tools', tool), run_name='__main__')
+    finally:
+        sys.argv = saved
+    return printed.getvalue()
