@@ -279,3 +279,34 @@ def test_missing_onnx_names_the_extra(monkeypatch, tmp_path):
     with pytest.raises(ImportError, match=r"pip install -e '\.\[deploy\]'"):
         export_module(small_backbone('MaxPool'), str(tmp_path / 'x.onnx'),
                       (32, 32))
+
+
+def test_int8_shape_inference_failure_leaves_nothing_behind(tmp_path,
+                                                            monkeypatch):
+    """onnxruntime's symbolic shape inference saves a partial model into the
+    working directory when it fails; quantize_int8 runs it in its scratch
+    folder, so the failure reaches the caller and no file is left."""
+    import tempfile
+
+    import onnxruntime.quantization.shape_inference as shape_inference
+
+    from sapool_mmdet.deploy.quantize import quantize_int8
+
+    def failing_pre_process(input_path, output_path, **kwargs):
+        with open('sym_shape_infer_temp.onnx', 'wb') as f:  # as onnxruntime
+            f.write(b'partial')
+        raise Exception('Incomplete symbolic shape inference')
+
+    monkeypatch.setattr(shape_inference, 'quant_pre_process',
+                        failing_pre_process)
+    scratch = tmp_path / 'tmp'
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(scratch))
+    work = tmp_path / 'work'
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(Exception, match='Incomplete symbolic shape'):
+        quantize_int8(b'not a model', [np.zeros((1, 3, 8, 8), np.float32)])
+    assert os.getcwd() == str(work)
+    assert not list(work.iterdir())
+    assert not list(scratch.iterdir())

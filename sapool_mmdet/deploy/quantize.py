@@ -121,7 +121,16 @@ def quantize_int8(float_bytes: bytes, calibration: List[np.ndarray]
         int8_path = osp.join(folder, 'int8.onnx')
         with open(float_path, 'wb') as f:
             f.write(float_bytes)
-        quant_pre_process(float_path, prepared_path)
+        # onnxruntime's symbolic shape inference saves its partial model
+        # (`sym_shape_infer_temp.onnx` and an external-data file) into the
+        # working directory when it cannot infer every shape: run it from
+        # the scratch folder so that nothing is left in the user's folder.
+        cwd = os.getcwd()
+        os.chdir(folder)
+        try:
+            quant_pre_process(float_path, prepared_path)
+        finally:
+            os.chdir(cwd)
         quantize_static(
             prepared_path, int8_path, Reader(),
             quant_format=QuantFormat.QDQ, per_channel=True,
