@@ -16,9 +16,9 @@ from mmdet.registry import DATASETS, METRICS, MODELS
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from mmengine.structures import InstanceData
 
 from sapool_mmdet.datasets import DRIVING_CLASSES
+from tiny_demo import synthetic_batch
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 GRID = sorted(CONFIG_DIR.glob('*.py'))
@@ -273,25 +273,6 @@ def find_unused_parameters(cfg: Config) -> bool:
                        cfg.get('find_unused_parameters', False))
 
 
-def synthetic_batch(num_images: int = 2, size: int = TINY_SIZE) -> dict:
-    """Random images with a few boxes, packed as PackDetInputs packs them."""
-    generator = torch.Generator().manual_seed(0)
-    inputs, samples = [], []
-    for i in range(num_images):
-        inputs.append(torch.randint(0, 256, (3, size, size),
-                                    dtype=torch.uint8, generator=generator))
-        sample = DetDataSample(metainfo=dict(
-            img_id=i, img_shape=(size, size), ori_shape=(size, size),
-            scale_factor=(1.0, 1.0)))
-        sample.gt_instances = InstanceData(
-            bboxes=torch.tensor([[0.05, 0.06, 0.42, 0.52],
-                                 [0.31, 0.21, 0.94, 0.83],
-                                 [0.62, 0.08, 0.79, 0.31]]) * size,
-            labels=torch.tensor([0, 2, len(DRIVING_CLASSES) - 1]))
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('path', CONFIGS, ids=config_id)
 def test_trains_one_step_and_predicts(path, stock_checkpoints):
@@ -312,7 +293,8 @@ def test_trains_one_step_and_predicts(path, stock_checkpoints):
             else:  # only the new pooling layers start untrained
                 assert key.startswith('stem_pool.') or '.pool.' in key, key
     model.train()
-    data = model.data_preprocessor(synthetic_batch(), training=True)
+    data = model.data_preprocessor(synthetic_batch(size=TINY_SIZE),
+                                   training=True)
     loss, _ = model.parse_losses(model(**data, mode='loss'))
     assert torch.isfinite(loss)
     loss.backward()
@@ -327,7 +309,8 @@ def test_trains_one_step_and_predicts(path, stock_checkpoints):
 
     model.eval()
     with torch.no_grad():
-        data = model.data_preprocessor(synthetic_batch(), training=False)
+        data = model.data_preprocessor(synthetic_batch(size=TINY_SIZE),
+                                       training=False)
         results = model(**data, mode='predict')
     assert len(results) == 2
     for result in results:

@@ -21,10 +21,9 @@ if compiled_mmcv_ext() is None:
 from mmcv.ops import batched_nms, modulated_deform_conv2d, nms, roi_align  # noqa: E402,E501
 from mmdet.models.layers import multiclass_nms  # noqa: E402
 from mmdet.registry import MODELS  # noqa: E402
-from mmdet.structures import DetDataSample  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
-from mmengine.structures import InstanceData  # noqa: E402
+from tiny_demo import synthetic_batch  # noqa: E402
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 OURS = ['pytorch'] + (['torchvision'] if torchvision_ops_error() is None
@@ -175,27 +174,10 @@ def tiny_detector(path: str, **backbone):
     return model
 
 
-def batch(size=96):
-    generator = torch.Generator().manual_seed(0)
-    inputs, samples = [], []
-    for i in range(2):
-        inputs.append(torch.randint(0, 256, (3, size, size),
-                                    dtype=torch.uint8, generator=generator))
-        sample = DetDataSample(metainfo=dict(
-            img_id=i, img_shape=(size, size), ori_shape=(size, size),
-            scale_factor=(1.0, 1.0)))
-        sample.gt_instances = InstanceData(
-            bboxes=torch.tensor([[0.05, 0.06, 0.42, 0.52],
-                                 [0.31, 0.21, 0.94, 0.83]]) * size,
-            labels=torch.tensor([0, 2]))
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
-
-
 def losses_and_detections(model):
     model.train()
     torch.manual_seed(0)  # the RoI sampler draws at random
-    data = model.data_preprocessor(batch(), training=True)
+    data = model.data_preprocessor(synthetic_batch(), training=True)
     losses = model(**copy.deepcopy(data), mode='loss')
     total, _ = model.parse_losses(losses)
     model.zero_grad()
@@ -203,7 +185,7 @@ def losses_and_detections(model):
     grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
     model.eval()
     with torch.no_grad():
-        data = model.data_preprocessor(batch(), training=False)
+        data = model.data_preprocessor(synthetic_batch(), training=False)
         results = model(**data, mode='predict')
     detections = [(r.pred_instances.bboxes, r.pred_instances.scores,
                    r.pred_instances.labels) for r in results]

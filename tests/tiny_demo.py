@@ -17,7 +17,7 @@ DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'ssd_mbv2_nlp.py')
 TINY_SIZE = 96
 
 __all__ = ['ROOT', 'DEMO_CONFIG', 'TINY_SIZE', 'tiny_demo_config',
-           'run_tool_in_process']
+           'run_tool_in_process', 'synthetic_batch']
 
 
 def tiny_demo_config(path, data_root: str, extra: str = '') -> str:
@@ -77,3 +77,29 @@ def run_tool_in_process(tool: str, *args: str) -> str:
     finally:
         sys.argv = saved
     return printed.getvalue()
+
+
+def synthetic_batch(num_images: int = 2, size: int = TINY_SIZE) -> dict:
+    """Random images with a few boxes of different driving classes, packed
+    as PackDetInputs packs them (a batch for ``data_preprocessor``)."""
+    import torch
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    from sapool_mmdet.datasets import DRIVING_CLASSES
+
+    generator = torch.Generator().manual_seed(0)
+    inputs, samples = [], []
+    for i in range(num_images):
+        inputs.append(torch.randint(0, 256, (3, size, size),
+                                    dtype=torch.uint8, generator=generator))
+        sample = DetDataSample(metainfo=dict(
+            img_id=i, img_shape=(size, size), ori_shape=(size, size),
+            scale_factor=(1.0, 1.0)))
+        sample.gt_instances = InstanceData(
+            bboxes=torch.tensor([[0.05, 0.06, 0.42, 0.52],
+                                 [0.31, 0.21, 0.94, 0.83],
+                                 [0.62, 0.08, 0.79, 0.31]]) * size,
+            labels=torch.tensor([0, 2, len(DRIVING_CLASSES) - 1]))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
