@@ -59,7 +59,8 @@ from mmengine.utils import mkdir_or_exist
 from ..checkpoint import (ALLOW_PARTIAL_KEY, CheckpointError,
                           check_weights_fit, checkpoint_state_dict,
                           read_checkpoint, training_state_problem)
-from ..fileio import atomic_open, remove_stale_temporaries
+from ..fileio import (atomic_open, atomic_write_bytes,
+                      remove_stale_temporaries)
 from .workdir_lock import WorkDirBusyError, hold_work_dir, lock_holder
 
 __all__ = [
@@ -84,8 +85,7 @@ def _atomic_put(self: LocalBackend, obj: bytes, filepath) -> None:
     """``LocalBackend.put`` through a temporary file (see module doc)."""
     filepath = str(filepath)
     mkdir_or_exist(osp.dirname(filepath))
-    with atomic_open(filepath, 'wb', expected_size=len(obj)) as f:
-        f.write(obj)
+    atomic_write_bytes(filepath, obj)
 
 
 def _atomic_put_text(self: LocalBackend,
