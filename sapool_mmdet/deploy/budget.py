@@ -42,8 +42,8 @@ from mmengine.utils import ProgressBar
 from ..analysis.config import build_from_config, check_input_size
 from ..fileio import atomic_open
 from ..pooling import POOLING
-from .estimate import (SIZE_STEP, estimate_peak, input_sizes,
-                       reference_size)
+from .estimate import (SIZE_STEP, check_budget_kib, estimate_peak,
+                       input_sizes, reference_size)
 from .export import FlatOutputs, find_unexportable
 from .memory import DEFAULT_LEVEL, DeployedMemory
 
@@ -574,9 +574,7 @@ def fit_budget(budget_kib: float,
         ValueError: for a budget <= 0, a bad size, an unknown recipe or a
             method that cannot be exported.
     """
-    if not isinstance(budget_kib, (int, float)) or budget_kib <= 0:
-        raise ValueError(f'the budget must be a positive number of KiB, '
-                         f'got {budget_kib!r}')
+    check_budget_kib(budget_kib)
     size = check_input_size(list(input_size))
     if recipe not in RECIPES:
         raise ValueError(f'recipe must be one of {sorted(RECIPES)}, got '
