@@ -154,6 +154,20 @@ def test_test_tool_cleans_the_temporary_of_its_out_file(tmp_path):
     assert not left.exists() and other.exists()
 
 
+def test_test_tool_refuses_an_out_file_that_is_not_a_pickle(tmp_path):
+    from sapool_mmdet.engine.launch import run_mmdet_tool
+    ckpt = tmp_path / 'epoch_1.pth'
+    ckpt.write_bytes(b'')
+    # one line before the model is built (mmdet's own check is an
+    # AssertionError traceback after it)
+    with pytest.raises(SystemExit, match=r"error: --out '.*results\.json'"
+                       r": .* must end in \.pkl or \.pickle"):
+        run_mmdet_tool('test', [
+            osp.join(ROOT, 'configs', 'demo', 'ssd_mbv2_nlp.py'),
+            str(ckpt), '--out', str(tmp_path / 'results.json')])
+    assert sorted(os.listdir(tmp_path)) == ['epoch_1.pth']
+
+
 def test_a_new_run_cleans_what_a_killed_write_left(tmp_path):
     work_dir = tmp_path / 'work'
     work_dir.mkdir()
