@@ -96,6 +96,28 @@ def test_benchmark_mmcv_ops(tmp_path):
     assert all(row['op'] in printed for row in rows)
 
 
+@pytest.mark.skipif(__import__('torch').cuda.is_available(),
+                    reason='the message of a torch without CUDA')
+@pytest.mark.parametrize('tool,args', [
+    ('benchmark_mmcv_ops.py', []),
+    ('benchmark_nlpool.py', ['--shape', '1', '4', '8', '8']),
+    ('benchmark_pooling.py', ['--shape', '2', '4', '8', '8']),
+    ('benchmark_train.py', [osp.join(ROOT, 'configs', 'ssd_mbv2_conv.py')]),
+    ('visualize_pooling.py', ['missing.py', 'missing.pth', 'missing.jpg']),
+])
+def test_device_cuda_without_cuda_is_one_line(tool, args, tmp_path):
+    """Every tool's --device goes through one check, before anything is
+    built or written (it was torch's AssertionError traceback)."""
+    if tool == 'visualize_pooling.py':
+        args = [*args, '--out', str(tmp_path / 'out')]
+    with pytest.raises(SystemExit) as exit_info:
+        run_tool(tool, *args, '--device', 'cuda')
+    assert str(exit_info.value.code).startswith(
+        "error: device 'cuda': this torch (")
+    assert 'sees no CUDA device; use --device cpu' in str(exit_info.value)
+    assert not (tmp_path / 'out').exists()
+
+
 def test_compact_pruned_plans_the_widths_of_docs_pruning_table(tmp_path):
     """docs/pruning.md: `tools/compact_pruned.py configs/<config>.py
     --sparsity 0.5 --out DIR`, and the table's figures for s1 = 2."""

@@ -29,6 +29,7 @@ from mmengine.utils import ProgressBar
 from ..checkpoint import load_weights
 from ..fileio import atomic_open
 from ..pooling import POOLING, WeightedPool
+from .config import check_device
 
 __all__ = ['PoolingLayers', 'find_pooling_layers', 'load_detector',
            'ImageMaps', 'compute_image_maps', 'render_image_maps',
@@ -414,6 +415,7 @@ def visualize_pooling(config: str, checkpoint: str,
         ValueError: an image that cannot be decoded; the model has no
             pooling layer with a weight map.
     """
+    check_device(device)
     for image in images:
         _check_image(image)
     model, cfg, class_names = load_detector(config, checkpoint, device)
