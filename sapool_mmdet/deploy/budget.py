@@ -690,7 +690,12 @@ def _confirm(plan: Plan, sizes: List[Tuple[int, int]], budget: int,
         write_candidate_config(candidate, path, recipe, header=(
             'Written by tools/fit_budget.py: train it as any config, e.g.',
             f'  python tools/train.py {path}'))
-        measured, as_run = measure_candidate(candidate, path, level)
+        try:
+            measured, as_run = measure_candidate(candidate, path, level)
+        except Exception:
+            # --out holds configs of measured candidates only
+            os.remove(path)
+            raise
         plan = Plan(candidate, estimate,
                     deployed_peak_bytes=measured.peak_bytes,
                     deployed_node=measured.peak_node,
