@@ -377,6 +377,25 @@ def test_resume_from_a_weights_only_checkpoint_says_so(tmp_path):
         runner.train()
 
 
+@pytest.mark.parametrize('content, reason', [
+    (None, 'not found'), (b'', 'is empty (0 bytes)'),
+    (b'PK\x03\x04 half a zip', 'cannot be read, it is truncated')])
+def test_resume_from_a_named_unusable_checkpoint_says_why(tmp_path, content,
+                                                          reason):
+    ckpt = tmp_path / 'named.pth'
+    if content is not None:
+        ckpt.write_bytes(content)
+    runner = make_runner(str(tmp_path / 'work'), max_epochs=1, resume=True,
+                         load_from=str(ckpt))
+    with pytest.raises(CheckpointError) as info:
+        runner.train()
+    # was "cannot resume from checkpoint '...' not found"
+    assert str(info.value).startswith(
+        f"cannot resume: checkpoint {str(ckpt)!r}")
+    assert reason in str(info.value)
+
+
+
 # weights that do not fit ----------------------------------------------------
 
 
