@@ -445,8 +445,19 @@ def benchmark_train_config(path: str,
                                                   amp, str(dev))
         log(f'warm-up: {warmup} step(s) of {batch_size} image(s) of '
             f'{size[0]}x{size[1]}')
-        losses = [_loss(model.train_step(batch, optim_wrapper))
-                  for _ in range(warmup)]
+        try:
+            losses = [_loss(model.train_step(batch, optim_wrapper))
+                      for _ in range(warmup)]
+        except ValueError as error:
+            # torch's words for a training-mode batch norm over one value
+            if 'more than 1 value per channel' not in str(error):
+                raise
+            raise ValueError(
+                f'{path}: a training step of {batch_size} image(s) of '
+                f'{size[0]}x{size[1]} reaches a map of one value per '
+                f'channel (1x1, one image), which batch norm cannot '
+                f'normalise in training; use --batch-size 2 or more '
+                f'({error})') from None
         if dev.type == 'cuda':
             _synchronize(dev)
             torch.cuda.reset_peak_memory_stats(dev)
