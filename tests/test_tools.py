@@ -73,6 +73,24 @@ def test_benchmark_deploy_refuses_bad_timing_before_exporting(
     assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.parametrize('missing', ['config', 'checkpoint', 'calib'])
+def test_benchmark_deploy_refuses_missing_files_before_writing(
+        tmp_path, missing):
+    config = osp.join(ROOT, 'configs', 'demo', 'ssd_mbv2_nlp.py')
+    checkpoint = tmp_path / 'model.pth'
+    checkpoint.write_bytes(b'')
+    calib = tmp_path / 'calib'
+    calib.mkdir()
+    files = dict(config=config, checkpoint=str(checkpoint),
+                 calib=str(calib))
+    files[missing] = str(tmp_path / 'missing')
+    with pytest.raises(SystemExit, match=r"error: .* '.*missing' not found"):
+        run_tool('benchmark_deploy.py', '--model', 'tiny', files['config'],
+                 files['checkpoint'], '--calib-images', files['calib'],
+                 '--out-dir', str(tmp_path / 'out'))
+    assert not (tmp_path / 'out').exists()
+
+
 def test_benchmark_nlpool(tmp_path):
     json_file = tmp_path / 'nlpool.json'
     printed = run_tool('benchmark_nlpool.py', '--shape', '1', '4', '8', '8',
