@@ -30,9 +30,11 @@ __all__ = [
 # The config key (and, in tools/train.py and tools/test.py, the flag
 # --allow-partial) that accepts a checkpoint whose weights do not all fit.
 ALLOW_PARTIAL_KEY = 'allow_partial_checkpoint'
-PARTIAL_HINT = (f'to load only the tensors that fit, pass --allow-partial '
-                f'to tools/train.py or tools/test.py, or set '
-                f'{ALLOW_PARTIAL_KEY} = True in the config')
+# Only the runner honours partial loading: export, compaction and the
+# pooling visualiser need every weight of the model they are given.
+PARTIAL_HINT = (f'to train or test with only the tensors that fit, pass '
+                f'--allow-partial to tools/train.py or tools/test.py, or '
+                f'set {ALLOW_PARTIAL_KEY} = True in the config')
 SHOWN = 3  # names listed per kind of mismatch
 DEFAULT_REVISE_KEYS = ((r'^module\.', ''), )
 

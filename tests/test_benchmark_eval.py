@@ -10,7 +10,8 @@ import pytest
 
 from sapool_mmdet.datasets import COCO2017_CATEGORIES, load_coco_json
 from sapool_mmdet.evaluation import evaluate_results
-from sapool_mmdet.evaluation.benchmark import make_coco_scale_files
+from sapool_mmdet.evaluation.benchmark import (coco_scale_files_match,
+                                               make_coco_scale_files)
 
 TOOL = str(Path(__file__).resolve().parents[1] / 'tools' /
            'benchmark_eval.py')
@@ -36,6 +37,17 @@ def test_files_have_the_asked_sizes_and_pass_the_checks(tmp_path):
         a['image_id'] for a in gt['annotations']}
     report = evaluate_results(gt_json, results_json, NAMES).report
     assert 0 < report.summary['bbox_mAP'] < 1
+
+
+def test_files_of_other_sizes_are_not_reused(tmp_path):
+    assert not coco_scale_files_match(str(tmp_path), 30, 90, 400)
+    gt_json, results_json = make_coco_scale_files(str(tmp_path), 30, 90, 400)
+    assert coco_scale_files_match(str(tmp_path), 30, 90, 400)
+    # --images 50 after a run of 30 timed the 30-image files before
+    assert not coco_scale_files_match(str(tmp_path), 50, 90, 400)
+    assert not coco_scale_files_match(str(tmp_path), 30, 90, 500)
+    Path(results_json).unlink()
+    assert not coco_scale_files_match(str(tmp_path), 30, 90, 400)
 
 
 def test_too_few_detections_are_refused(tmp_path):

@@ -246,6 +246,13 @@ def test_missing_configs_and_non_training_configs(tmp_path):
         benchmark_train([str(inference_only)], progress=False)
 
 
+def test_batch_of_one_says_why_it_cannot_train():
+    # SSDlite's last extra level is 1x1 at 64x64 and at 320x320
+    with pytest.raises(ValueError, match='one value per channel .*'
+                       'use --batch-size 2 or more'):
+        benchmark_train([CONV], **dict(TINY, batch_size=1), progress=False)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(),
                     reason='checks the message of a machine without CUDA')
 def test_cuda_device_without_cuda_is_refused():

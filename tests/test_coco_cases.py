@@ -390,6 +390,36 @@ def test_head_class_count_is_checked_before_the_run(tmp_path):
     assert not (tmp_path / 'work' / 'driving_metrics.json').exists()
 
 
+@pytest.mark.parametrize('trained, refused', [
+    (DRIVING_CLASSES[::-1], True),     # the same classes in another order
+    (DRIVING_CLASSES, False),
+    (tuple(f'class {i}' for i in range(8)), False),  # other names: allowed
+])
+def test_checkpoint_classes_in_another_order_stop_a_test(tmp_path, trained,
+                                                         refused):
+    import torch
+    ckpt = tmp_path / 'trained.pth'
+    torch.save({'state_dict': {}, 'meta': dict(
+        dataset_meta=dict(classes=trained))}, str(ckpt))
+    runner = Runner(
+        model=LookupDetector({1: [], 2: [], 3: []}),
+        work_dir=str(tmp_path / 'work'),
+        test_dataloader=DataLoader(ImageIds([1, 2, 3]), batch_size=3,
+                                   collate_fn=pseudo_collate),
+        test_evaluator=[DrivingCocoMetric(ann_file=case('per-class-order'))],
+        test_cfg=dict(), load_from=str(ckpt), default_scope='mmdet')
+    if not refused:
+        runner.test()
+        return
+    with pytest.raises(RunConfigError) as error:
+        runner.test()
+    # the per-class numbers would belong to other classes
+    assert f'trained with the classes {DRIVING_CLASSES[::-1]} in this ' \
+        f'label order, the test dataset lists {DRIVING_CLASSES}' in \
+        str(error.value)
+    assert not (tmp_path / 'work' / 'driving_metrics.json').exists()
+
+
 def test_out_of_range_label_same_message_in_run_and_offline(tmp_path):
     gt_file = case('per-class-order')
     prediction = {1: [([20, 30, 80, 150], 0.9, 20)]}

@@ -222,6 +222,14 @@ def test_bad_arguments_are_refused(tmp_path):
         deployed_memory(_chain(), level='max')
 
 
+@pytest.mark.parametrize('budget', [0, -5, float('nan'), float('inf')])
+def test_fit_budget_not_positive_is_refused_before_the_config(budget):
+    from sapool_mmdet.deploy.config_memory import deployed_config_memory
+    # refused before the (missing) config is read or anything exported
+    with pytest.raises(ValueError, match='positive number of KiB'):
+        deployed_config_memory('missing.py', fit_kib=[512, budget])
+
+
 class _Residual(nn.Module):
 
     def __init__(self) -> None:

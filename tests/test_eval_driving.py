@@ -313,6 +313,17 @@ def test_malformed_results(tmp_path, driving_coco_file, content, message):
     assert not (tmp_path / 'out').exists()
 
 
+def test_report_folder_that_is_a_file_is_refused_first(tmp_path,
+                                                       hand_results):
+    # refused before the (missing) files are read: at COCO scale the
+    # evaluation took a minute before the report could not be written
+    path = write_json(tmp_path / 'res.json', hand_results)
+    with pytest.raises(ValueError, match="report folder '.*res.json' is a "
+                       'file; give a folder'):
+        evaluate_results(str(tmp_path / 'missing.json'), path,
+                         out_dir=path)
+
+
 def test_unknown_image_ids(tmp_path, driving_coco_file, hand_results):
     stray = [det(image_id, 'car', [1, 2, 3, 4], 0.5)
              for image_id in (901, 902, 902, 903, 904, 905, 906)]

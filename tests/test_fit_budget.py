@@ -139,6 +139,27 @@ def test_fit_writes_the_configs_and_the_frontier(tmp_path):
         out / 'fit_budget.md').read_text()
 
 
+def test_a_candidate_that_cannot_be_measured_leaves_no_config(
+        tmp_path, monkeypatch):
+    import sapool_mmdet.deploy.budget as budget
+
+    def fails(*args, **kwargs):
+        # what onnxruntime's quantiser raises on some NLPool graphs
+        raise Exception('Incomplete symbolic shape inference')
+
+    monkeypatch.setattr(budget, 'measure_candidate', fails)
+    out = tmp_path / 'plan'
+    report = fit_budget(24, (96, 96), str(out), methods=['conv'],
+                        widths=[0.35], first_strides=[2],
+                        second_strides=[2], stem_pooling=[False],
+                        pruning=[True], confirm=1, progress=False)
+    assert list(report.failed) == ['conv_s22_w035_cp_64x64']
+    assert 'Incomplete symbolic shape inference' in \
+        report.failed['conv_s22_w035_cp_64x64']
+    assert sorted(p.name for p in out.iterdir()) == [
+        'fit_budget.json', 'fit_budget.md']
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match='positive number of KiB'):
         fit_budget(0, (64, 64))

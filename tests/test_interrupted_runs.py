@@ -154,6 +154,20 @@ def test_test_tool_cleans_the_temporary_of_its_out_file(tmp_path):
     assert not left.exists() and other.exists()
 
 
+def test_test_tool_refuses_an_out_file_that_is_not_a_pickle(tmp_path):
+    from sapool_mmdet.engine.launch import run_mmdet_tool
+    ckpt = tmp_path / 'epoch_1.pth'
+    ckpt.write_bytes(b'')
+    # one line before the model is built (mmdet's own check is an
+    # AssertionError traceback after it)
+    with pytest.raises(SystemExit, match=r"error: --out '.*results\.json'"
+                       r": .* must end in \.pkl or \.pickle"):
+        run_mmdet_tool('test', [
+            osp.join(ROOT, 'configs', 'demo', 'ssd_mbv2_nlp.py'),
+            str(ckpt), '--out', str(tmp_path / 'results.json')])
+    assert sorted(os.listdir(tmp_path)) == ['epoch_1.pth']
+
+
 def test_a_new_run_cleans_what_a_killed_write_left(tmp_path):
     work_dir = tmp_path / 'work'
     work_dir.mkdir()
@@ -363,6 +377,25 @@ def test_resume_from_a_weights_only_checkpoint_says_so(tmp_path):
         runner.train()
 
 
+@pytest.mark.parametrize('content, reason', [
+    (None, 'not found'), (b'', 'is empty (0 bytes)'),
+    (b'PK\x03\x04 half a zip', 'cannot be read, it is truncated')])
+def test_resume_from_a_named_unusable_checkpoint_says_why(tmp_path, content,
+                                                          reason):
+    ckpt = tmp_path / 'named.pth'
+    if content is not None:
+        ckpt.write_bytes(content)
+    runner = make_runner(str(tmp_path / 'work'), max_epochs=1, resume=True,
+                         load_from=str(ckpt))
+    with pytest.raises(CheckpointError) as info:
+        runner.train()
+    # was "cannot resume from checkpoint '...' not found"
+    assert str(info.value).startswith(
+        f"cannot resume: checkpoint {str(ckpt)!r}")
+    assert reason in str(info.value)
+
+
+
 # weights that do not fit ----------------------------------------------------
 
 
@@ -380,7 +413,10 @@ def test_mismatched_weights_refused_with_counts_and_names(tmp_path):
             "(1, 8) in the model)") in message
     assert '1 missing from the checkpoint (body.2.bias)' in message
     assert '1 not in the model (extra.weight)' in message
-    assert '--allow-partial' in message
+    # the runner's way out, named as such: the export and compaction
+    # tools refuse partial weights whatever the config says
+    assert 'to train or test with only the tensors that fit, pass ' \
+        '--allow-partial to tools/train.py or tools/test.py' in message
 
 
 def test_runner_refuses_foreign_checkpoint_unless_partial_asked(tmp_path):

@@ -378,3 +378,19 @@ def test_hook_trains_resumes_and_compacts(tmp_path):
     with pytest.raises(ValueError, match='no channel-pruning masks'):
         compact_pruned(config_path, result.checkpoint,
                        str(tmp_path / 'again'))
+
+
+@pytest.mark.parametrize('use', ['sparsity', 'checkpoint'])
+def test_refused_compaction_leaves_no_output_folder(tmp_path, use):
+    config = osp.join(ROOT, 'configs', 'ssd_mbv2_nlp_cp.py')
+    out = tmp_path / 'out'
+    if use == 'sparsity':
+        with pytest.raises(ValueError, match='sparsity=1.5 prunes'):
+            compact_pruned(config, None, str(out), sparsity=1.5,
+                           memory=False)
+    else:
+        unpruned = tmp_path / 'unpruned.pth'
+        torch.save({'state_dict': {}, 'meta': {}}, str(unpruned))
+        with pytest.raises(ValueError, match='holds no channel-pruning'):
+            compact_pruned(config, str(unpruned), str(out), memory=False)
+    assert not out.exists()

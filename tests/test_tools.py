@@ -73,6 +73,24 @@ def test_benchmark_deploy_refuses_bad_timing_before_exporting(
     assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.parametrize('missing', ['config', 'checkpoint', 'calib'])
+def test_benchmark_deploy_refuses_missing_files_before_writing(
+        tmp_path, missing):
+    config = osp.join(ROOT, 'configs', 'demo', 'ssd_mbv2_nlp.py')
+    checkpoint = tmp_path / 'model.pth'
+    checkpoint.write_bytes(b'')
+    calib = tmp_path / 'calib'
+    calib.mkdir()
+    files = dict(config=config, checkpoint=str(checkpoint),
+                 calib=str(calib))
+    files[missing] = str(tmp_path / 'missing')
+    with pytest.raises(SystemExit, match=r"error: .* '.*missing' not found"):
+        run_tool('benchmark_deploy.py', '--model', 'tiny', files['config'],
+                 files['checkpoint'], '--calib-images', files['calib'],
+                 '--out-dir', str(tmp_path / 'out'))
+    assert not (tmp_path / 'out').exists()
+
+
 def test_benchmark_nlpool(tmp_path):
     json_file = tmp_path / 'nlpool.json'
     printed = run_tool('benchmark_nlpool.py', '--shape', '1', '4', '8', '8',
@@ -94,6 +112,28 @@ def test_benchmark_mmcv_ops(tmp_path):
     rows = json.loads(json_file.read_text())
     assert rows and all(row['median_ms'] > 0 for row in rows)
     assert all(row['op'] in printed for row in rows)
+
+
+@pytest.mark.skipif(__import__('torch').cuda.is_available(),
+                    reason='the message of a torch without CUDA')
+@pytest.mark.parametrize('tool,args', [
+    ('benchmark_mmcv_ops.py', []),
+    ('benchmark_nlpool.py', ['--shape', '1', '4', '8', '8']),
+    ('benchmark_pooling.py', ['--shape', '2', '4', '8', '8']),
+    ('benchmark_train.py', [osp.join(ROOT, 'configs', 'ssd_mbv2_conv.py')]),
+    ('visualize_pooling.py', ['missing.py', 'missing.pth', 'missing.jpg']),
+])
+def test_device_cuda_without_cuda_is_one_line(tool, args, tmp_path):
+    """Every tool's --device goes through one check, before anything is
+    built or written (it was torch's AssertionError traceback)."""
+    if tool == 'visualize_pooling.py':
+        args = [*args, '--out', str(tmp_path / 'out')]
+    with pytest.raises(SystemExit) as exit_info:
+        run_tool(tool, *args, '--device', 'cuda')
+    assert str(exit_info.value.code).startswith(
+        "error: device 'cuda': this torch (")
+    assert 'sees no CUDA device; use --device cpu' in str(exit_info.value)
+    assert not (tmp_path / 'out').exists()
 
 
 def test_compact_pruned_plans_the_widths_of_docs_pruning_table(tmp_path):

@@ -218,3 +218,12 @@ def test_load_detector_reverts_syncbn_and_names_classes(mixed, tmp_path):
     assert classes == CLASSES == tuple(model.dataset_meta['classes'])
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, weights[name])
+
+
+def test_load_detector_does_not_claim_coco_classes(mixed, recwarn):
+    """init_detector, called without a checkpoint, warns that it uses
+    COCO's classes; the checkpoint loaded after it decides them."""
+    config, checkpoint, _ = mixed
+    _, _, classes = load_detector(config, checkpoint)
+    assert classes == CLASSES
+    assert not [w for w in recwarn if 'COCO classes' in str(w.message)]

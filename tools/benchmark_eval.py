@@ -5,15 +5,17 @@ peak memory.
 
     python tools/benchmark_eval.py --work-dir work_dirs/benchmark_eval
 
-The files are made once in --work-dir and reused by later runs (delete
-them to change the sizes).
+The files are made once in --work-dir and reused by later runs of the
+same sizes (other sizes rewrite them).
 """
 import argparse
 import os.path as osp
 import sys
 
 from sapool_mmdet.engine import run_cli
-from sapool_mmdet.evaluation.benchmark import (benchmark_eval, cost_table,
+from sapool_mmdet.evaluation.benchmark import (benchmark_eval,
+                                               coco_scale_files_match,
+                                               cost_table,
                                                make_coco_scale_files)
 
 TOOL = osp.join(osp.dirname(osp.abspath(__file__)), 'eval_driving.py')
@@ -46,11 +48,16 @@ def main() -> None:
         sys.exit(f'error: --repeats must be >= 1, got {args.repeats}')
     gt_json = osp.join(args.work_dir, 'gt.json')
     results_json = osp.join(args.work_dir, 'results.json')
+    sizes = (args.images, args.boxes, args.detections)
+    described = (f'{args.images} images, {args.boxes} boxes, '
+                 f'{args.detections} detections')
     try:
-        if not (osp.isfile(gt_json) and osp.isfile(results_json)):
-            print(f'writing {gt_json} and {results_json}', flush=True)
-            make_coco_scale_files(args.work_dir, args.images, args.boxes,
-                                  args.detections)
+        if coco_scale_files_match(args.work_dir, *sizes):
+            print(f'reusing {gt_json} and {results_json} ({described})')
+        else:
+            print(f'writing {gt_json} and {results_json} ({described})',
+                  flush=True)
+            make_coco_scale_files(args.work_dir, *sizes)
         costs = benchmark_eval(gt_json, results_json, TOOL, args.repeats)
     except (ValueError, RuntimeError, OSError) as error:
         sys.exit(f'error: {error}')

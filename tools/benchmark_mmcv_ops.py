@@ -7,6 +7,7 @@ other compiler flags.
 """
 import argparse
 import json
+import sys
 
 import mmcv
 import torch
@@ -20,8 +21,9 @@ from sapool_mmdet.ops import BACKENDS
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--device', default='cpu')
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--device', default='cpu',
+                        help='cpu, cuda or cuda:N (default: %(default)s)')
     parser.add_argument(
         '--backends', nargs='+', choices=BACKENDS,
         help=f'backends to time (default: those present here: '
@@ -29,8 +31,12 @@ def main() -> None:
     add_timing_arguments(parser)
     parser.add_argument('--json', help='also write the rows to this file')
     args = parser.parse_args()
-    rows = benchmark_mmcv_ops(args.device, args.min_run_time,
-                              args.max_run_time, args.threads, args.backends)
+    try:
+        rows = benchmark_mmcv_ops(args.device, args.min_run_time,
+                                  args.max_run_time, args.threads,
+                                  args.backends)
+    except ValueError as error:
+        sys.exit(f'error: {error}')
     print(f'mmcv {mmcv.__version__}, torch {torch.__version__}, '
           f'{args.device}, {rows[0]["threads"]} thread(s)')
     print('| backend | op | input | median (ms) | IQR (ms) | runs |')

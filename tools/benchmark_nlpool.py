@@ -14,6 +14,7 @@ sapool_mmdet.analysis.memory).
 """
 import argparse
 import json
+import sys
 
 from sapool_mmdet.analysis.latency import add_timing_arguments
 from sapool_mmdet.analysis.nlpool_speed import compare_nlpool_with_reference
@@ -37,9 +38,12 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    result = compare_nlpool_with_reference(
-        args.shape, args.patch_size, args.stride, args.min_run_time,
-        args.max_run_time, args.device, threads=args.threads)
+    try:
+        result = compare_nlpool_with_reference(
+            args.shape, args.patch_size, args.stride, args.min_run_time,
+            args.max_run_time, args.device, threads=args.threads)
+    except ValueError as error:
+        sys.exit(f'error: {error}')
     mib = 2**20
     print(f'input {tuple(args.shape)}, patch_size {args.patch_size}, '
           f'stride {args.stride}, device {args.device}, '

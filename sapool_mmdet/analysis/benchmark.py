@@ -31,6 +31,7 @@ from mmengine.utils import ProgressBar
 from terminaltables import AsciiTable, GithubFlavoredMarkdownTable
 
 from ..pooling import POOLING, build_pooling
+from .config import check_device
 from .flops import count_flops
 from .latency import check_run_times, check_threads, measure_latency
 from .memory import trace_activations
@@ -200,6 +201,7 @@ def benchmark_pooling(methods: Optional[Iterable[str]] = None,
         raise ValueError(f'stride must be an integer >= 1, got {stride!r}')
     check_run_times(min_run_time, max_run_time)
     threads = check_threads(threads)
+    check_device(device)
     bar = (ProgressBar(len(methods) * len(shapes), file=sys.stderr)
            if progress else None)
     results = []

@@ -2,6 +2,7 @@
 import os.path as osp
 from typing import Optional, Sequence, Tuple
 
+import torch
 import torch.nn as nn
 from mmdet.registry import MODELS
 from mmdet.utils import get_test_pipeline_cfg
@@ -9,8 +10,9 @@ from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 
-__all__ = ['load_config', 'check_input_size', 'input_size_divisor',
-           'infer_input_size', 'build_from_config', 'SCOPES']
+__all__ = ['load_config', 'check_input_size', 'check_device',
+           'input_size_divisor', 'infer_input_size', 'build_from_config',
+           'SCOPES']
 
 SCOPES = ('backbone', 'detector')
 
@@ -30,6 +32,29 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
         cfg.merge_from_dict(cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     return cfg
+
+
+def check_device(device: str) -> torch.device:
+    """``device`` as a torch device, if it is the CPU or a CUDA device this
+    torch sees; else a ValueError that says what to pass instead (every
+    tool's ``--device``, before anything is built).
+    """
+    try:
+        dev = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f'device must be cpu or cuda[:N], got {device!r} '
+                         f'({error})') from None
+    if dev.type not in ('cpu', 'cuda'):
+        raise ValueError(f'device must be cpu or cuda[:N], got {device!r}')
+    if dev.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise ValueError(f'device {device!r}: this torch '
+                             f'({torch.__version__}) sees no CUDA device; '
+                             f'use --device cpu')
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f'device {device!r}: only '
+                             f'{torch.cuda.device_count()} CUDA device(s)')
+    return dev
 
 
 def input_size_divisor(cfg: Config) -> int:

@@ -14,6 +14,7 @@ import torch
 
 from ..ops import (compiled_mmcv_ext, mmcv_ops_backend,
                    torchvision_ops_error)
+from .config import check_device
 from .latency import measure_latency
 
 __all__ = ['available_backends', 'benchmark_mmcv_ops']
@@ -84,9 +85,11 @@ def benchmark_mmcv_ops(device: str = 'cpu',
         ``median_ms``, ``iqr_ms``, ``runs`` and ``threads``.
 
     Raises:
-        ValueError, RuntimeError: for a backend that is unknown or not
-            available here (:func:`sapool_mmdet.ops.resolve_backend`).
+        ValueError, RuntimeError: for a device this torch cannot use
+            (:func:`~.config.check_device`), a backend that is unknown or
+            not available here (:func:`sapool_mmdet.ops.resolve_backend`).
     """
+    check_device(device)
     rows = []
     for backend in backends or available_backends():
         with mmcv_ops_backend(backend):

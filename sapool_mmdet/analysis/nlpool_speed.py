@@ -19,6 +19,7 @@ import torch
 
 from ..pooling import build_pooling
 from ..pooling.reference import NLPoolReference
+from .config import check_device
 from .latency import measure_latency
 from .memory import trace_activations
 
@@ -85,8 +86,8 @@ def compare_nlpool_with_reference(shape: Sequence[int] = (8, 16, 160, 160),
         threads (int, optional): Intra-op threads; None keeps
             ``torch.get_num_threads()``. Default: None.
     """
+    device = check_device(device)
     torch.manual_seed(seed)
-    device = torch.device(device)
     pool = build_pooling(dict(AUTHORS_NLPOOL, patch_size=patch_size),
                          shape[1], stride).to(device).train()
     reference = NLPoolReference(pool).to(device).train()

@@ -71,8 +71,8 @@ from mmengine.optim import OptimWrapper, build_optim_wrapper
 from terminaltables import AsciiTable, GithubFlavoredMarkdownTable
 
 from ..fileio import atomic_open
-from .config import (build_from_config, check_input_size, infer_input_size,
-                     load_config)
+from .config import (build_from_config, check_device, check_input_size,
+                     infer_input_size, load_config)
 from .latency import (Latency, check_run_times, check_threads,
                       measure_latency)
 from .memory import iter_tensors, trace_activations
@@ -270,25 +270,6 @@ def _check_amp(amp: str, device: torch.device) -> None:
                          f'does not support bfloat16; use amp fp16 or none')
 
 
-def _check_device(device: str) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(f'device must be cpu or cuda[:N], got {device!r} '
-                         f'({error})') from None
-    if dev.type not in ('cpu', 'cuda'):
-        raise ValueError(f'device must be cpu or cuda[:N], got {device!r}')
-    if dev.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise ValueError(f'device {device!r}: this torch '
-                             f'({torch.__version__}) sees no CUDA device; '
-                             f'use --device cpu')
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f'device {device!r}: only '
-                             f'{torch.cuda.device_count()} CUDA device(s)')
-    return dev
-
-
 def build_train_optim_wrapper(model: nn.Module, optim_wrapper_cfg: dict,
                               amp: str = 'none',
                               device: str = 'cpu') -> OptimWrapper:
@@ -447,7 +428,7 @@ def benchmark_train_config(path: str,
         FileNotFoundError: the config file is missing.
         ValueError: a bad argument (see :func:`benchmark_train`).
     """
-    dev = _check_device(device)
+    dev = check_device(device)
     _check_amp(amp, dev)
     threads = check_threads(threads)
     cfg = load_config(path, cfg_options)
@@ -464,8 +445,19 @@ def benchmark_train_config(path: str,
                                                   amp, str(dev))
         log(f'warm-up: {warmup} step(s) of {batch_size} image(s) of '
             f'{size[0]}x{size[1]}')
-        losses = [_loss(model.train_step(batch, optim_wrapper))
-                  for _ in range(warmup)]
+        try:
+            losses = [_loss(model.train_step(batch, optim_wrapper))
+                      for _ in range(warmup)]
+        except ValueError as error:
+            # torch's words for a training-mode batch norm over one value
+            if 'more than 1 value per channel' not in str(error):
+                raise
+            raise ValueError(
+                f'{path}: a training step of {batch_size} image(s) of '
+                f'{size[0]}x{size[1]} reaches a map of one value per '
+                f'channel (1x1, one image), which batch norm cannot '
+                f'normalise in training; use --batch-size 2 or more '
+                f'({error})') from None
         if dev.type == 'cuda':
             _synchronize(dev)
             torch.cuda.reset_peak_memory_stats(dev)
@@ -628,7 +620,7 @@ def benchmark_train(paths: Sequence[str],
         for path in paths:
             check_input_size(input_size, load_config(path, cfg_options),
                              repr(path))
-    _check_amp(amp, _check_device(device))
+    _check_amp(amp, check_device(device))
     check_run_times(min_run_time, max_run_time)
     check_threads(threads)
     results = []

@@ -12,6 +12,7 @@ keeps the positive part.
 import os
 import os.path as osp
 import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -28,6 +29,7 @@ from mmengine.utils import ProgressBar
 from ..checkpoint import load_weights
 from ..fileio import atomic_open
 from ..pooling import POOLING, WeightedPool
+from .config import check_device
 
 __all__ = ['PoolingLayers', 'find_pooling_layers', 'load_detector',
            'ImageMaps', 'compute_image_maps', 'render_image_maps',
@@ -123,8 +125,16 @@ def load_detector(config: str, checkpoint: str, device: str = 'cpu'
     _check_file(config, 'config file')
     _check_file(checkpoint, 'checkpoint')
     # palette: no drawing of boxes here, so the test dataset need not be
-    # built to find one.
-    model = init_detector(config, None, palette='random', device=device)
+    # built to find one. Without a checkpoint init_detector warns that it
+    # falls back to COCO's classes (after resetting the warning filters);
+    # ours is loaded below and its classes replace them, so that one
+    # warning would mislead: the others are passed on.
+    with warnings.catch_warnings(record=True) as caught:
+        model = init_detector(config, None, palette='random', device=device)
+    for warning in caught:
+        if not str(warning.message).startswith('checkpoint is None'):
+            warnings.warn_explicit(warning.message, warning.category,
+                                   warning.filename, warning.lineno)
     # our reader: a checkpoint of another model is refused, not loaded
     # with a warning per tensor as init_detector would
     meta = load_weights(model, checkpoint).get('meta', {})
@@ -405,6 +415,7 @@ def visualize_pooling(config: str, checkpoint: str,
         ValueError: an image that cannot be decoded; the model has no
             pooling layer with a weight map.
     """
+    check_device(device)
     for image in images:
         _check_image(image)
     model, cfg, class_names = load_detector(config, checkpoint, device)

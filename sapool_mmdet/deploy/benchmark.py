@@ -140,9 +140,20 @@ def benchmark_deploy(models: Sequence[Tuple[str, str, str]],
     Raises:
         ValueError: on bad timing arguments or thread count, before
             anything is exported.
+        FileNotFoundError: a missing config, checkpoint or calibration
+            folder, before anything is written.
     """
     check_run_times(min_run_time, max_run_time)
     check_threads(threads)
+    # every file before the first model's folder is made
+    for _, config, checkpoint in models:
+        for path, what in ((config, 'config file'),
+                           (checkpoint, 'checkpoint file')):
+            if not osp.isfile(path):
+                raise FileNotFoundError(f'{what} {path!r} not found')
+    if not osp.isdir(calib_images):
+        raise FileNotFoundError(
+            f'calibration image folder {calib_images!r} not found')
     results = []
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -42,8 +42,8 @@ from mmengine.utils import ProgressBar
 from ..analysis.config import build_from_config, check_input_size
 from ..fileio import atomic_open
 from ..pooling import POOLING
-from .estimate import (SIZE_STEP, estimate_peak, input_sizes,
-                       reference_size)
+from .estimate import (SIZE_STEP, check_budget_kib, estimate_peak,
+                       input_sizes, reference_size)
 from .export import FlatOutputs, find_unexportable
 from .memory import DEFAULT_LEVEL, DeployedMemory
 
@@ -574,9 +574,7 @@ def fit_budget(budget_kib: float,
         ValueError: for a budget <= 0, a bad size, an unknown recipe or a
             method that cannot be exported.
     """
-    if not isinstance(budget_kib, (int, float)) or budget_kib <= 0:
-        raise ValueError(f'the budget must be a positive number of KiB, '
-                         f'got {budget_kib!r}')
+    check_budget_kib(budget_kib)
     size = check_input_size(list(input_size))
     if recipe not in RECIPES:
         raise ValueError(f'recipe must be one of {sorted(RECIPES)}, got '
@@ -692,7 +690,12 @@ def _confirm(plan: Plan, sizes: List[Tuple[int, int]], budget: int,
         write_candidate_config(candidate, path, recipe, header=(
             'Written by tools/fit_budget.py: train it as any config, e.g.',
             f'  python tools/train.py {path}'))
-        measured, as_run = measure_candidate(candidate, path, level)
+        try:
+            measured, as_run = measure_candidate(candidate, path, level)
+        except Exception:
+            # --out holds configs of measured candidates only
+            os.remove(path)
+            raise
         plan = Plan(candidate, estimate,
                     deployed_peak_bytes=measured.peak_bytes,
                     deployed_node=measured.peak_node,

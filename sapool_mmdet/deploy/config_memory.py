@@ -21,7 +21,8 @@ import torch.nn as nn
 from ..analysis.config import (build_from_config, check_input_size,
                                infer_input_size, load_config)
 from ..analysis.memory import trace_activations
-from .estimate import estimate_peak, input_sizes, reference_size
+from .estimate import (check_budget_kib, estimate_peak, input_sizes,
+                       reference_size)
 from .export import FlatOutputs, export_module
 from .memory import DEFAULT_LEVEL, DeployedMemory, deployed_memory
 
@@ -186,9 +187,12 @@ def deployed_config_memory(config: str,
 
     Raises:
         FileNotFoundError: if ``config`` does not exist.
-        ValueError: for a bad size or scope, or a model that cannot be
-            exported.
+        ValueError: for a budget that is not a positive number of KiB
+            (before the config is read), a bad size or scope, or a model
+            that cannot be exported.
     """
+    for budget in fit_kib:
+        check_budget_kib(budget)
     cfg = load_config(config, cfg_options)
     size = (check_input_size(list(input_size), cfg, repr(config))
             if input_size is not None else infer_input_size(cfg))

@@ -2,6 +2,7 @@
 ``tools/analyze_model.py --deployed --fit-kib`` search with: the deployed
 int8 peak of a model from one PyTorch trace, and the input sizes searched.
 """
+import math
 from typing import List, Sequence, Tuple
 
 import torch
@@ -10,8 +11,8 @@ from ..analysis.config import check_input_size
 from ..analysis.memory import (OpStep, _LiveTensorTracker, _Record,
                                _storage_key, iter_tensors)
 
-__all__ = ['SIZE_STEP', 'ESTIMATE_AREA', 'estimate_peak', 'input_sizes',
-           'reference_size']
+__all__ = ['SIZE_STEP', 'ESTIMATE_AREA', 'check_budget_kib', 'estimate_peak',
+           'input_sizes', 'reference_size']
 
 SIZE_STEP = 32
 ESTIMATE_AREA = 160 * 160
@@ -120,6 +121,17 @@ def estimate_peak(model: torch.nn.Module, inputs: torch.Tensor,
     op = tracker.steps[step]
     return (live[step], f'{op.module or "<root>"} ({op.op})',
             counter.get_total_flops() // 2 + tracker.attention_macs)
+
+
+def check_budget_kib(budget_kib: float) -> float:
+    """``budget_kib`` if it is a positive number of KiB, else a
+    ValueError that says so (before anything is built or exported)."""
+    if isinstance(budget_kib, bool) or \
+            not isinstance(budget_kib, (int, float)) or \
+            not (budget_kib > 0 and math.isfinite(budget_kib)):
+        raise ValueError(f'the budget must be a positive number of KiB, '
+                         f'got {budget_kib!r}')
+    return budget_kib
 
 
 def input_sizes(input_size: Sequence[int], min_size: int = 64,

@@ -50,7 +50,8 @@ def load_calibration_inputs(cfg: Config, images_dir: str, count: int,
         raise ValueError(
             f'{images_dir!r} holds {len(files)} images '
             f'({", ".join(IMAGE_EXTENSIONS)}), fewer than the {count} '
-            f'calibration images asked for')
+            f'calibration images asked for; add images or ask for at most '
+            f'{len(files)} (--calib-count)')
     pipeline_cfg = [t for t in get_test_pipeline_cfg(cfg)
                     if 'LoadAnnotations' not in str(t['type'])]
     pipeline = Compose(pipeline_cfg)

@@ -282,7 +282,7 @@ def _wrap_load_or_resume(original: Callable) -> Callable:
             if '://' not in self._load_from:
                 problem = resume_problem(self._load_from)
                 if problem is not None:
-                    raise CheckpointError(f'cannot resume from {problem}')
+                    raise CheckpointError(f'cannot resume: {problem}')
             return original(self)
         chosen, skipped = choose_resume_checkpoint(self.work_dir)
         if chosen is None and skipped == [

@@ -118,7 +118,12 @@ class ClassCountCheckHook(Hook):
     another number of classes than its datasets (e.g. a head left at the 80
     COCO classes on the eight driving classes): its labels would index
     classes the dataset does not have. The message is the one
-    ``tools/eval_driving.py`` gives for such labels."""
+    ``tools/eval_driving.py`` gives for such labels.
+
+    A test (or validation-only) run also stops when the checkpoint was
+    trained with the dataset's classes in another order: every label
+    would be read as another class. (Training may load weights of other
+    classes on purpose, to fine-tune them.)"""
 
     priority = 'VERY_HIGH'
 
@@ -145,3 +150,27 @@ class ClassCountCheckHook(Hook):
             classes = getattr(dataset, 'metainfo', {}).get('classes')
             if classes:
                 self._check(runner.model, classes, split)
+
+    def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
+        if isinstance(runner._train_loop, BaseLoop):
+            return
+        trained = checkpoint.get('meta', {}).get('dataset_meta', {}).get(
+            'classes')
+        if not trained:
+            return
+        trained = tuple(trained)
+        for split, loop in (('validation', runner._val_loop),
+                            ('test', runner._test_loop)):
+            dataset = getattr(getattr(loop, 'dataloader', None), 'dataset',
+                              None) if isinstance(loop, BaseLoop) else None
+            classes = tuple(getattr(dataset, 'metainfo', {}).get('classes')
+                            or ())
+            if classes and classes != trained and \
+                    sorted(classes) == sorted(trained):
+                raise RunConfigError(
+                    f'the checkpoint was trained with the classes {trained} '
+                    f'in this label order, the {split} dataset lists '
+                    f'{classes}: every label would be read as another '
+                    f'class. List the classes in the order the model was '
+                    f'trained with (the dataset\'s metainfo=dict('
+                    f'classes=...))')

@@ -89,6 +89,13 @@ def run_mmdet_tool(name: str, argv: List[str]) -> None:
     except DistributedSetupError as error:
         raise SystemExit(f'error: {error}') from None
     out = option_value(argv, '--out') if name == 'test' else None
+    if out is not None and not out.endswith(('.pkl', '.pickle')):
+        # mmdet's script asserts this only after building the runner
+        raise SystemExit(
+            f'error: --out {out!r}: tools/test.py writes the results as a '
+            f'pickle, so the file name must end in .pkl or .pickle (for a '
+            f'COCO results JSON: --cfg-options '
+            f'test_evaluator.outfile_prefix=PREFIX writes PREFIX.bbox.json)')
     if out is not None:
         # what a test killed while writing this results file left
         remove_stale_temporaries(

@@ -16,7 +16,8 @@ from ..datasets.classes import COCO2017_CATEGORIES
 from ..fileio import atomic_open
 
 __all__ = [
-    'make_coco_scale_files', 'ProcessCost', 'benchmark_eval', 'cost_table'
+    'make_coco_scale_files', 'coco_scale_files_match', 'ProcessCost',
+    'benchmark_eval', 'cost_table'
 ]
 
 # pycocotools' COCOeval with the parameters evaluate_results uses
@@ -84,6 +85,7 @@ def make_coco_scale_files(out_dir: str,
     gt_categories = rng.choice(category_ids, num_boxes)
     crowd = rng.random(num_boxes) < 0.01
     gt = dict(
+        info=_sizes_info(num_images, num_boxes, num_detections, seed),
         images=[dict(id=i, file_name=f'{i:012d}.jpg', width=width,
                      height=height) for i in range(1, num_images + 1)],
         annotations=[
@@ -121,12 +123,43 @@ def make_coco_scale_files(out_dir: str,
                                                 det_boxes, scores)
     ]
     os.makedirs(out_dir, exist_ok=True)
-    paths = osp.join(out_dir, 'gt.json'), osp.join(out_dir, 'results.json')
-    for path, data in zip(paths, (gt, results)):
+    paths = _paths(out_dir)
+    # results first: gt.json, which records the sizes, completes the pair
+    for path, data in reversed(list(zip(paths, (gt, results)))):
         text = json.dumps(data, separators=(',', ':'))
         with atomic_open(path, 'w', encoding='utf-8') as f:
             f.write(text)
     return paths
+
+
+def _paths(out_dir: str) -> Tuple[str, str]:
+    return osp.join(out_dir, 'gt.json'), osp.join(out_dir, 'results.json')
+
+
+def _sizes_info(num_images: int, num_boxes: int, num_detections: int,
+                seed: int) -> dict:
+    return dict(description='sapool_mmdet.evaluation.benchmark.'
+                'make_coco_scale_files', images=num_images, boxes=num_boxes,
+                detections=num_detections, seed=seed)
+
+
+def coco_scale_files_match(out_dir: str,
+                           num_images: int = 5000,
+                           num_boxes: int = 37000,
+                           num_detections: int = 400000,
+                           seed: int = 0) -> bool:
+    """Whether ``out_dir`` holds the files :func:`make_coco_scale_files`
+    writes for these sizes (its ``gt.json`` records them), so that a
+    benchmark can reuse them instead of timing files of other sizes."""
+    gt_json, results_json = _paths(out_dir)
+    if not (osp.isfile(gt_json) and osp.isfile(results_json)):
+        return False
+    try:
+        with open(gt_json, encoding='utf-8') as f:
+            info = json.load(f).get('info')
+    except (OSError, ValueError, AttributeError):
+        return False
+    return info == _sizes_info(num_images, num_boxes, num_detections, seed)
 
 
 @dataclass

@@ -4,6 +4,7 @@ results JSON, or the pickle that mmdet's ``tools/test.py --out`` writes.
 Reading the files is :mod:`.results_io`, turning mmdet results into COCO
 detections :mod:`.convert`, and every input check
 :mod:`sapool_mmdet.datasets.coco_checks`; this module evaluates."""
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -182,8 +183,13 @@ def evaluate_results(
             malformed files, a class the ground truth does not have (the
             message lists its classes), detections on images or with
             category ids the ground truth does not have, a malformed box,
-            or mmdet results without ``label_classes``.
+            or mmdet results without ``label_classes``; an ``out_dir``
+            that is a file, before anything is read.
     """
+    if out_dir is not None and os.path.exists(out_dir) and \
+            not os.path.isdir(out_dir):
+        raise ValueError(f'the report folder {out_dir!r} is a file; give a '
+                         f'folder for {report_name}.json and .md')
     if isinstance(gt, str):
         gt_source, gt_dict = gt, load_coco_json(gt)
     else:

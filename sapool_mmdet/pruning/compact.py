@@ -175,7 +175,6 @@ def compact_pruned(config: str,
     cfg = load_config(config, cfg_options)
     if checkpoint is not None and not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint {checkpoint!r} not found')
-    os.makedirs(out_dir, exist_ok=True)
     stem = osp.splitext(osp.basename(config))[0] + '_compact'
     config_path = osp.join(out_dir, stem + '.py')
 
@@ -188,6 +187,9 @@ def compact_pruned(config: str,
         channels = {g.name: (g.channels, widths[g.name])
                     for g in model.backbone.channel_groups()
                     if g.name in widths}
+        # created once the arguments are known to be good: a refused
+        # sparsity or checkpoint leaves no empty folder behind
+        os.makedirs(out_dir, exist_ok=True)
         compact_cfg = write_compact_config(cfg, widths, config_path)
         compact = MODELS.build(compact_cfg.model)
         result = CompactResult(config_path, '', channels, (
@@ -221,6 +223,7 @@ def compact_pruned(config: str,
     # Check the written config, not this in-place copy: a model built from
     # it must load the weights strictly and give the same outputs. The
     # config gets its name (an atomic rename) once the checkpoint is out.
+    os.makedirs(out_dir, exist_ok=True)
     tmp_config = osp.join(out_dir, f'.{stem}.{os.getpid()}.py')
     try:
         compact_cfg = write_compact_config(cfg, widths, tmp_config)
