@@ -237,18 +237,12 @@ def test_large_file_in_one_pass(tmp_path):
 
 
 def detections_on(driving_coco):
-    """One detection per annotation of driving_coco, plus two with
-    category ids the file does not have."""
-    detections = [
+    """One detection per annotation of driving_coco."""
+    return [
         dict(image_id=ann['image_id'], category_id=ann['category_id'],
              bbox=ann['bbox'], score=0.5, id_hint=ann['id'])
         for ann in driving_coco['annotations']
     ]
-    detections += [
-        dict(image_id=101, category_id=0, bbox=[1, 2, 3, 4], score=0.1),
-        dict(image_id=613, category_id=91, bbox=[1, 2, 3, 4], score=0.1),
-    ]
-    return detections
 
 
 def test_results_subset_keeps_ids_and_fields(driving_coco):
@@ -260,11 +254,34 @@ def test_results_subset_keeps_ids_and_fields(driving_coco):
     assert [(c.name, c.category_id, c.images, c.detections)
             for c in summary.classes] == [('car', 3, 1, 1),
                                           ('person', 1, 3, 3)]
-    assert (summary.before, summary.after) == (11, 4)
-    assert summary.unknown_category_ids == {0: 1, 91: 1}
+    assert (summary.before, summary.after) == (9, 4)
     table = summary.table()
-    assert 'of which unknown category ids | 0: 1, 91: 1' in table
-    assert '| dropped' in table and '| 7' in table
+    assert '| dropped' in table and '| 5' in table
+
+
+def test_results_on_ids_the_ground_truth_lacks_are_refused(
+        tmp_path, driving_coco, driving_coco_file):
+    """As tools/eval_driving.py refuses them: label indices written as
+    category ids (0) or results of another file (91, an unknown image)
+    would otherwise vanish from the subset without a word."""
+    detections = detections_on(driving_coco) + [
+        dict(image_id=101, category_id=0, bbox=[1, 2, 3, 4], score=0.1),
+        dict(image_id=613, category_id=91, bbox=[1, 2, 3, 4], score=0.1)]
+    with pytest.raises(CocoFormatError, match=r'2 detections have category '
+                       r'ids that the annotation file does not have: 0, 91'):
+        subset_results(detections, driving_coco['categories'], ['car'])
+
+    known_images = {img['id'] for img in driving_coco['images']}
+    stray = dict(detections_on(driving_coco)[0],
+                 image_id=max(known_images) + 1)
+    in_json = tmp_path / 'res.json'
+    in_json.write_text(json.dumps(detections_on(driving_coco) + [stray]))
+    out = tmp_path / 'out.json'
+    with pytest.raises(CocoFormatError, match=rf'1 detection\(s\) on 1 image '
+                       rf'id\(s\) that .* does not have \(first: '
+                       rf'{stray["image_id"]}\)'):
+        subset_results_file(str(in_json), str(out), driving_coco_file)
+    assert not out.exists()
 
 
 def test_results_subset_file_and_command_line(tmp_path, driving_coco,

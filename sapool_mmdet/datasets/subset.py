@@ -3,13 +3,15 @@ categories, keeping its ids."""
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Sequence, Set, Tuple
+from typing import (Dict, Iterable, List, Mapping, Optional, Sequence, Set,
+                    Tuple)
 
 from terminaltables import AsciiTable
 
 from .classes import DRIVING_CLASSES
 from ..fileio import atomic_open
 from .coco_checks import (category_ids_by_name, check_coco_results,
+                          check_result_category_ids, check_result_image_ids,
                           load_coco_json, load_coco_results)
 
 __all__ = [
@@ -206,14 +208,10 @@ class ResultsSubsetSummary:
             order asked for.
         before (int): Detections in the file.
         after (int): Detections kept.
-        unknown_category_ids (dict[int, int]): Detections per category id
-            that the ground truth does not have (dropped with the other
-            classes; a sign of results made against another file).
     """
     classes: List[ClassDetections]
     before: int
     after: int
-    unknown_category_ids: Dict[int, int]
 
     def table(self) -> str:
         """Return the per-class counts and the totals as text tables."""
@@ -223,12 +221,6 @@ class ResultsSubsetSummary:
         totals = [['', 'detections'], ['before', self.before],
                   ['after', self.after],
                   ['dropped', self.before - self.after]]
-        if self.unknown_category_ids:
-            totals.append([
-                'of which unknown category ids', ', '.join(
-                    f'{cat_id}: {n}'
-                    for cat_id, n in self.unknown_category_ids.items())
-            ])
         return '\n'.join((AsciiTable(per_class, 'kept classes').table,
                           AsciiTable(totals, 'totals').table))
 
@@ -237,13 +229,19 @@ def subset_results(detections: list,
                    categories: Sequence[Mapping],
                    classes: Sequence[str] = DRIVING_CLASSES,
                    source: str = 'the results',
-                   gt_source: str = 'the annotation file'
+                   gt_source: str = 'the annotation file',
+                   gt_image_ids: Optional[Iterable] = None
                    ) -> Tuple[list, ResultsSubsetSummary]:
     """Restrict a COCO results list to the categories named ``classes``.
 
     A results file names categories by id only, so the ground truth's
     ``categories`` give the names. Detections keep their ids, order and
     every field; the result shares its entries with ``detections``.
+    Detections on category ids (or, given ``gt_image_ids``, images) the
+    ground truth does not have are refused, as
+    :func:`~sapool_mmdet.evaluation.evaluate_results` refuses them: they
+    mean results made against another file, or label indices written as
+    category ids, and dropping them would hide it.
 
     Args:
         detections (list): A COCO results list
@@ -257,6 +255,9 @@ def subset_results(detections: list,
             Defaults to 'the results'.
         gt_source (str): What to call the ground truth in error messages.
             Defaults to 'the annotation file'.
+        gt_image_ids (Iterable, optional): The ground truth's image ids;
+            detections on other images are refused. Defaults to None (not
+            checked).
 
     Returns:
         tuple[list, ResultsSubsetSummary]: The kept detections and counts.
@@ -264,14 +265,18 @@ def subset_results(detections: list,
     Raises:
         ValueError: if a class is not a category of the ground truth (the
             message lists its categories), or (as :class:`CocoFormatError`)
-            if ``detections`` is not a COCO results list.
+            if ``detections`` is not a COCO results list or holds category
+            or image ids the ground truth does not have.
     """
     check_coco_results(detections, source)
     category_ids = category_ids_by_name(categories, classes, gt_source)
+    check_result_category_ids([det['category_id'] for det in detections],
+                              categories, source, gt_source)
+    if gt_image_ids is not None:
+        check_result_image_ids([det['image_id'] for det in detections],
+                               gt_image_ids, source, gt_source)
     images_of: Dict[int, Set] = {cat_id: set() for cat_id in category_ids}
     detections_of = dict.fromkeys(category_ids, 0)
-    known_ids = {category['id'] for category in categories}
-    unknown: Dict[int, int] = {}
     kept = []
     for det in detections:
         category_id = det['category_id']
@@ -279,8 +284,6 @@ def subset_results(detections: list,
             kept.append(det)
             images_of[category_id].add(det['image_id'])
             detections_of[category_id] += 1
-        elif category_id not in known_ids:
-            unknown[category_id] = unknown.get(category_id, 0) + 1
     summary = ResultsSubsetSummary(
         classes=[
             ClassDetections(name, cat_id, len(images_of[cat_id]),
@@ -288,8 +291,7 @@ def subset_results(detections: list,
             for name, cat_id in zip(classes, category_ids)
         ],
         before=len(detections),
-        after=len(kept),
-        unknown_category_ids=unknown)
+        after=len(kept))
     return kept, summary
 
 
@@ -316,12 +318,14 @@ def subset_results_file(
     Raises:
         ValueError: if ``out_json`` is an input file, if a class is unknown,
             or (as :class:`CocoFormatError`) if a file cannot be read or
-            has the wrong structure.
+            has the wrong structure, or the results hold category or image
+            ids ``gt_json`` does not have.
     """
     _refuse_overwrite(out_json, in_json, gt_json)
-    categories = load_coco_json(gt_json)['categories']
+    gt = load_coco_json(gt_json)
     detections = load_coco_results(in_json)
-    kept, summary = subset_results(detections, categories, classes,
-                                   source=in_json, gt_source=gt_json)
+    kept, summary = subset_results(
+        detections, gt['categories'], classes, source=in_json,
+        gt_source=gt_json, gt_image_ids=[img['id'] for img in gt['images']])
     _write_json(kept, out_json)
     return summary
