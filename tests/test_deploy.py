@@ -53,6 +53,14 @@ def test_exportable_methods_are_all_but_the_deformable_ones():
     assert len(EXPORTABLE) == len(POOLING.module_dict) - 2
 
 
+def test_export_makes_the_missing_folders_of_its_output(tmp_path):
+    out = tmp_path / 'a' / 'b' / 'conv.onnx'
+    result = export_module(torch.nn.Conv2d(3, 4, 3), str(out), (8, 8),
+                           verify=True)
+    assert result.max_abs_diff <= PARITY_TOLERANCE
+    assert os.listdir(out.parent) == ['conv.onnx']
+
+
 @pytest.mark.parametrize('method', EXPORTABLE)
 def test_every_exportable_method_matches_pytorch(tmp_path, method):
     backbone = small_backbone(method)
@@ -269,8 +277,9 @@ def test_bad_input_gives_clear_errors_and_writes_nothing(tiny_ssd, tmp_path):
     out = str(tmp_path / 'model.onnx')
     with pytest.raises(FileNotFoundError, match='checkpoint file .*missing'):
         export_onnx(config, str(tmp_path / 'missing.pth'), out)
-    with pytest.raises(FileNotFoundError, match='does not exist'):
-        export_onnx(config, checkpoint, str(tmp_path / 'no' / 'model.onnx'))
+    (tmp_path / 'file').write_text('')
+    with pytest.raises(NotADirectoryError, match='is a file, not a folder'):
+        export_onnx(config, checkpoint, str(tmp_path / 'file' / 'model.onnx'))
     with pytest.raises(ValueError, match='multiple of 32'):
         export_onnx(config, checkpoint, out, input_size=(100, 100),
                     cfg_options={'model.data_preprocessor.pad_size_divisor':
@@ -286,7 +295,10 @@ def test_bad_input_gives_clear_errors_and_writes_nothing(tiny_ssd, tmp_path):
                        r'most 3 \(--calib-count\)'):
         export_onnx(config, checkpoint, out, int8=True, calib_count=5,
                     calib_images=osp.join(tiny_ssd['data_root'], 'val'))
-    assert os.listdir(tmp_path) == []
+    with pytest.raises(ValueError, match='opset must be an integer from 14'):
+        export_onnx(config, checkpoint, str(tmp_path / 'new' / 'm.onnx'),
+                    opset=11)  # a refused export makes no folder
+    assert os.listdir(tmp_path) == ['file']
 
     backbone_file = str(tmp_path / 'backbone.onnx')
     export_module(small_backbone('MaxPool'), backbone_file, (32, 32))
@@ -313,7 +325,7 @@ def test_bad_input_gives_clear_errors_and_writes_nothing(tiny_ssd, tmp_path):
     with pytest.raises(SystemExit, match='error: checkpoint file'):
         run_tool('export_onnx.py', config, str(tmp_path / 'missing.pth'),
                  '--out', out)
-    assert os.listdir(tmp_path) == ['backbone.onnx']
+    assert sorted(os.listdir(tmp_path)) == ['backbone.onnx', 'file']
 
 
 def test_missing_onnx_names_the_extra(monkeypatch, tmp_path):

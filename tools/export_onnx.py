@@ -31,7 +31,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('config', help='mmdet config file')
     parser.add_argument('checkpoint', help='checkpoint of its detector')
     parser.add_argument('--out', required=True, metavar='FILE.onnx',
-                        help='ONNX file to write (its folder must exist)')
+                        help='ONNX file to write (missing folders are made)')
     parser.add_argument(
         '--input-size', nargs=2, type=int, metavar=('H', 'W'),
         help='input height and width (default: the config\'s test size)')

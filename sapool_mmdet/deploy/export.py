@@ -13,6 +13,7 @@ into plain ONNX operators (MatMul, Softmax) from opset 14 on.
 """
 import inspect
 import io
+import os
 import os.path as osp
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -172,12 +173,16 @@ def check_exportable(model: nn.Module) -> None:
 
 
 def check_output_path(path: str) -> None:
-    """Raise if ``path`` cannot be written: its folder must exist."""
+    """Raise if ``path`` cannot be written: it is a folder, or a part of
+    its folder exists as a file. A missing folder is made when the file is
+    written (after every check), so a refused export leaves none."""
     folder = osp.dirname(osp.abspath(path))
-    if not osp.isdir(folder):
-        raise FileNotFoundError(
-            f'output folder {folder!r} of {path!r} does not exist; create it '
-            f'first')
+    existing = folder
+    while not osp.exists(existing):
+        existing = osp.dirname(existing)
+    if not osp.isdir(existing):
+        raise NotADirectoryError(
+            f'cannot write {path!r}: {existing!r} is a file, not a folder')
     if osp.isdir(path):
         raise IsADirectoryError(
             f'output path {path!r} is a folder; give a file name such as '
@@ -337,7 +342,7 @@ def export_module(model: nn.Module,
     Raises:
         ValueError: on an unexportable layer, a bad opset, an input size
             the model cannot take, or a failed parity check.
-        FileNotFoundError: if the folder of ``out`` does not exist.
+        NotADirectoryError: if a part of the folder of ``out`` is a file.
     """
     onnx = import_onnx()
     check_output_path(out)
@@ -405,6 +410,7 @@ def export_module(model: nn.Module,
         int8=quantize is not None))
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     with atomic_open(out, 'wb') as f:
         f.write(data)
     return ExportResult(
