@@ -88,7 +88,8 @@ def quantize_int8(float_bytes: bytes, calibration: List[np.ndarray]
     """Quantise a float32 ONNX model statically to int8.
 
     onnxruntime's ``quant_pre_process`` (shape inference and graph
-    optimisation) then ``quantize_static`` with ``QuantFormat.QDQ``,
+    optimisation; without its symbolic shape inference where that gives
+    up, as it does on some NLPool graphs) then ``quantize_static`` with ``QuantFormat.QDQ``,
     ``per_channel=True``, int8 weights and activations, min/max
     calibration on ``calibration``.
 
@@ -130,6 +131,14 @@ def quantize_int8(float_bytes: bytes, calibration: List[np.ndarray]
         os.chdir(folder)
         try:
             quant_pre_process(float_path, prepared_path)
+        except Exception as error:  # onnxruntime raises a bare Exception
+            if 'symbolic shape inference' not in str(error):
+                raise
+            # Its symbolic inference (made for dynamic transformer graphs)
+            # gives up on some NLPool graphs; ours have a fixed input size,
+            # which ONNX's own shape inference, still run, fully resolves.
+            quant_pre_process(float_path, prepared_path,
+                              skip_symbolic_shape=True)
         finally:
             os.chdir(cwd)
         quantize_static(
