@@ -631,9 +631,8 @@ def fit_budget(budget_kib: float,
         try:
             report.confirmed.append(_confirm(plan, sizes, budget, recipe,
                                              folder, level, progress))
-        # onnxruntime's quantisation tools raise bare Exceptions (e.g. its
-        # symbolic shape inference on some graphs): one candidate that
-        # cannot be measured must not lose the search.
+        # onnxruntime's quantisation tools raise bare Exceptions: one
+        # candidate that cannot be measured must not lose the search.
         except Exception as error:
             report.failed[plan.candidate.name] = (
                 f'{type(error).__name__}: {error}')

@@ -160,9 +160,10 @@ def largest_fitting_size(model: nn.Module, input_size: Sequence[int],
         try:
             peak = export_and_measure(model, at, tensor_mode, level,
                                       float32=False)['int8'].peak_bytes
-        # onnxruntime's quantisation tools raise bare Exceptions (its
-        # symbolic shape inference fails on some NLPool graphs): give the
-        # estimate at this size, marked as such.
+        # onnxruntime's quantisation tools raise bare Exceptions (where
+        # its symbolic shape inference gives up, quantize_int8 already
+        # goes on without it): give the estimate at this size, marked as
+        # such.
         except Exception:
             inputs = torch.randn(1, 3, *at,
                                  generator=torch.Generator().manual_seed(0))
