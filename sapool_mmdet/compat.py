@@ -29,6 +29,16 @@ and why (``python -m sapool_mmdet`` prints it).
    both. Skipped where torch has no ``add_safe_globals`` (torch < 2.4,
    whose ``torch.load`` defaults to ``weights_only=False`` and needs no
    allow-list).
+3. ``unreadable_images``: mmcv's ``LoadImageFromFile`` stops a run on an
+   image file that exists but does not decode (empty, truncated, not an
+   image) with ``AssertionError: failed to load image: PATH`` or the
+   decoder's own error (``cv2.error`` for an empty file), which the tools
+   cannot tell from a bug. It raises :class:`UnreadableImageError`
+   (an ``OSError``, so the tools end in one line naming the file) instead;
+   with the transform's ``ignore_empty=True`` it is skipped, as mmcv skips
+   a file that cannot be read.
+   Checking every image when the dataset is built would cost a full
+   decode of the set; the dataset checks that each file exists.
 """
 import logging
 import pickle
@@ -40,12 +50,17 @@ from mmdet.models.dense_heads import SSDHead
 from mmengine.logging import HistoryBuffer, print_log
 
 __all__ = ['apply_compat_fixes', 'checkpoint_safe_globals',
-           'history_buffer_statistic', 'COMPAT_STATUS']
+           'history_buffer_statistic', 'UnreadableImageError',
+           'COMPAT_STATUS']
 
 HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 
 # fix name -> 'applied: ...' or 'skipped: ...', filled by apply_compat_fixes
 COMPAT_STATUS: Dict[str, str] = {}
+
+
+class UnreadableImageError(OSError):
+    """An image file of a dataset exists but does not decode."""
 
 
 def history_buffer_statistic(owner: type, name: str):
@@ -97,6 +112,38 @@ def _fix_ssd_head_predict() -> str:
     return 'applied: SSDHead.loss_cls = None (SSD predict works)'
 
 
+def _explain_unreadable_images() -> str:
+    from mmcv.transforms import LoadImageFromFile
+
+    original = LoadImageFromFile.transform
+    if getattr(original, 'explains_unreadable_images', False):
+        return 'skipped: already applied'
+
+    import cv2
+    from PIL import UnidentifiedImageError
+
+    def transform(self, results: dict):
+        try:
+            return original(self, results)
+        # cv2 decodes to None (mmcv asserts on it) or, for an empty file,
+        # raises cv2.error; Pillow raises UnidentifiedImageError
+        except (AssertionError, cv2.error, UnidentifiedImageError) as error:
+            if isinstance(error, AssertionError) and not str(error) \
+                    .startswith('failed to load image'):
+                raise
+            if self.ignore_empty:  # skip it, as for a file that won't read
+                return None
+            raise UnreadableImageError(
+                f'{results["img_path"]}: the image does not decode (an '
+                f'empty, truncated or non-image file); replace it, or drop '
+                f'its entry from the annotation file') from None
+
+    transform.explains_unreadable_images = True
+    LoadImageFromFile.transform = transform
+    return ('applied: an image that does not decode stops a run with '
+            'UnreadableImageError naming the file')
+
+
 def _allow_mmengine_checkpoint_types(serialization=torch.serialization,
                                      numpy_module=np) -> str:
     add_safe_globals = getattr(serialization, 'add_safe_globals', None)
@@ -121,6 +168,7 @@ def apply_compat_fixes() -> Dict[str, str]:
     COMPAT_STATUS['ssd_head_predict'] = _fix_ssd_head_predict()
     COMPAT_STATUS['checkpoint_safe_globals'] = \
         _allow_mmengine_checkpoint_types()
+    COMPAT_STATUS['unreadable_images'] = _explain_unreadable_images()
     for name, status in COMPAT_STATUS.items():
         print_log(f'sapool_mmdet.compat {name}: {status}', logger='current',
                   level=logging.DEBUG)

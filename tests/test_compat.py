@@ -70,7 +70,8 @@ def test_ssd_head_predicts():
 def test_status_says_what_was_applied():
     from sapool_mmdet.compat import COMPAT_STATUS, apply_compat_fixes
     assert set(COMPAT_STATUS) == {'ssd_head_predict',
-                                  'checkpoint_safe_globals'}
+                                  'checkpoint_safe_globals',
+                                  'unreadable_images'}
     assert all(s.startswith(('applied:', 'skipped:'))
                for s in COMPAT_STATUS.values())
     assert COMPAT_STATUS['checkpoint_safe_globals'].startswith('applied:')

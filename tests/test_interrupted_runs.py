@@ -26,6 +26,7 @@ from mmengine.runner import Runner
 from torch import nn
 
 import sapool_mmdet  # noqa: F401  (applies the fixes under test)
+from tiny_demo import tiny_demo_config
 from sapool_mmdet.checkpoint import (CheckpointError, check_weights_fit,
                                      load_weights, read_checkpoint)
 from sapool_mmdet.engine import (WorkDirBusyError, choose_resume_checkpoint,
@@ -590,6 +591,81 @@ def test_train_tool_reports_a_config_syntax_error(tmp_path):
     assert 'Traceback' not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: {config}, line 2: syntax error: '(' was never closed")
+
+
+class RaisingImages(torch.utils.data.Dataset):
+    """Reads its images with mmcv's LoadImageFromFile, as mmdet datasets
+    do."""
+
+    def __init__(self, paths):
+        from mmcv.transforms import LoadImageFromFile
+        self.paths, self.load = paths, LoadImageFromFile()
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        return self.load(dict(img_path=self.paths[index]))['img'].shape
+
+
+def truncated_jpeg(path) -> str:
+    import cv2
+    import numpy as np
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+    data = cv2.imencode('.jpg', image)[1].tobytes()
+    path.write_bytes(data[:200])  # the header and no image data
+    return str(path)
+
+
+def test_an_image_that_does_not_decode_is_named_in_one_line(tmp_path):
+    from mmcv.transforms import LoadImageFromFile
+
+    from sapool_mmdet.compat import UnreadableImageError
+    broken = truncated_jpeg(tmp_path / 'broken.jpg')
+    empty = tmp_path / 'empty.jpg'
+    empty.write_bytes(b'')
+    for path in (broken, str(empty)):
+        with pytest.raises(UnreadableImageError, match='does not decode'):
+            LoadImageFromFile()(dict(img_path=path))
+        line = one_line_error(
+            lambda: LoadImageFromFile()(dict(img_path=path)))
+        assert line == (f'error: {path}: the image does not decode (an '
+                        'empty, truncated or non-image file); replace it, '
+                        'or drop its entry from the annotation file')
+    # mmcv's own switch for skipping unreadable files still skips it
+    assert LoadImageFromFile(ignore_empty=True)(dict(img_path=broken)) is None
+
+    # raised in a DataLoader worker, the error reaches the main process
+    # with the worker's traceback in its message: still one line
+    missing = str(tmp_path / 'missing.jpg')
+    for path, cause in ((broken, 'the image does not decode'),
+                        (missing, 'No such file or directory')):
+        loader = torch.utils.data.DataLoader(RaisingImages([path]),
+                                             num_workers=1)
+        line = one_line_error(lambda: next(iter(loader)))
+        assert line.startswith('error: ') and cause in line
+        assert path in line and 'Traceback' not in line
+
+
+@pytest.mark.slow
+def test_train_tool_names_a_training_image_that_does_not_decode(tmp_path):
+    from sapool_mmdet.datasets import make_synthetic_coco
+    data_root = tmp_path / 'data'
+    make_synthetic_coco(str(data_root), num_train=2, num_val=1,
+                        image_size=(96, 96), seed=1)
+    broken = sorted((data_root / 'train').glob('*.jpg'))[1]
+    truncated_jpeg(broken)
+    config = tiny_demo_config(tmp_path / 'tiny.py', data_root,
+                              'train_cfg = dict(max_epochs=1)\n')
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config,
+         '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+         'train_dataloader.num_workers=1'],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f'error: {broken}: the image does not decode')
 
 
 def test_fixes_are_applied_once():

@@ -13,8 +13,10 @@ datasets that do not fit together (:class:`~sapool_mmdet.engine.hooks
 .RunConfigError`: a head with another class count, more processes than
 images), a checkpoint that cannot be used (:class:`~sapool_mmdet.checkpoint
 .CheckpointError`), a work dir held by another run and a distributed
-launch that cannot start. Everything else is a bug and keeps its
-traceback.
+launch that cannot start, an image that does not decode
+(:class:`~sapool_mmdet.compat.UnreadableImageError`, an ``OSError``). Raised
+in a DataLoader worker, such an error is still one line. Everything else
+is a bug and keeps its traceback.
 """
 import io
 import json
@@ -58,9 +60,23 @@ def _file_in_traceback(tb: Optional[TracebackType]) -> Optional[str]:
     return None
 
 
+def _worker_message(text: str) -> str:
+    """An error raised in a DataLoader worker reaches the main process
+    with the worker's traceback in its message (``Caught X in DataLoader
+    worker process 0. Original Traceback ...``): its last line, without
+    the exception's name, is the message."""
+    if '\nOriginal Traceback' not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    name, sep, message = last.partition(': ')
+    if sep and all(part.isidentifier() for part in name.split('.')):
+        return message
+    return last
+
+
 def describe_error(error: BaseException) -> str:
     """One line naming the file and the cause of ``error`` (one of
-    :data:`USER_ERRORS`)."""
+    :data:`USER_ERRORS`), also when it was raised in a DataLoader worker."""
     if isinstance(error, json.JSONDecodeError):
         where = _file_in_traceback(error.__traceback__) or 'a JSON file'
         return (f'{where}: not valid JSON, the file is truncated or '
@@ -79,7 +95,7 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, OSError) and not isinstance(
             error, (CheckpointError, WorkDirBusyError)):
         if error.strerror is None:  # raised with a message of its own
-            return str(error)
+            return _worker_message(str(error))
         where = error.filename or _file_in_traceback(error.__traceback__)
         cause = error.strerror
         if where is None:
@@ -87,7 +103,7 @@ def describe_error(error: BaseException) -> str:
         if error.filename2:
             return f'{where} -> {error.filename2}: {cause}'
         return f'{where}: {cause}'
-    return str(error)
+    return _worker_message(str(error))
 
 
 def run_cli(main: Callable[[], Any]) -> Any:
