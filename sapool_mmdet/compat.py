@@ -119,15 +119,19 @@ def _explain_unreadable_images() -> str:
     if getattr(original, 'explains_unreadable_images', False):
         return 'skipped: already applied'
 
-    import cv2
+    from mmcv.image import io as image_io
     from PIL import UnidentifiedImageError
+
+    # OpenCV (mmcv's default decoder, imported by mmcv) decodes a bad file
+    # to None, on which mmcv asserts, or, for an empty one, raises its
+    # cv2.error; Pillow raises UnidentifiedImageError
+    decode_errors = (AssertionError, image_io.cv2.error,
+                     UnidentifiedImageError)
 
     def transform(self, results: dict):
         try:
             return original(self, results)
-        # cv2 decodes to None (mmcv asserts on it) or, for an empty file,
-        # raises cv2.error; Pillow raises UnidentifiedImageError
-        except (AssertionError, cv2.error, UnidentifiedImageError) as error:
+        except decode_errors as error:
             if isinstance(error, AssertionError) and not str(error) \
                     .startswith('failed to load image'):
                 raise
