@@ -221,10 +221,10 @@ def test_two_cpu_processes_train_evaluate_and_match_one_process(
 
 def assert_same_ranked_scores(pred: dict, other: dict, what: str) -> None:
     """Two predictions of one image by the same weights agree as far as
-    ties allow: as many detections, with the same ranked scores. (After one epoch on 8 images the model scores every anchor
-    within 1e-3 of 1/9, so which anchor survives NMS and ranks where
-    among near-equal scores is set by float rounding; the boxes are not
-    compared.)"""
+    ties allow: as many detections, with the same ranked scores. (After
+    one epoch on 8 images the model scores every anchor within 1e-3 of
+    1/9, so which anchor survives NMS and ranks where among near-equal
+    scores is set by float rounding; the boxes are not compared.)"""
     rows, other_rows = detection_rows(pred), detection_rows(other)
     assert len(rows) == len(other_rows) > 0, what
     np.testing.assert_allclose(np.sort(rows[:, 1]), np.sort(other_rows[:, 1]),

@@ -89,9 +89,9 @@ def quantize_int8(float_bytes: bytes, calibration: List[np.ndarray]
 
     onnxruntime's ``quant_pre_process`` (shape inference and graph
     optimisation; without its symbolic shape inference where that gives
-    up, as it does on some NLPool graphs) then ``quantize_static`` with ``QuantFormat.QDQ``,
-    ``per_channel=True``, int8 weights and activations, min/max
-    calibration on ``calibration``.
+    up, as it does on some NLPool graphs) then ``quantize_static`` with
+    ``QuantFormat.QDQ``, ``per_channel=True``, int8 weights and
+    activations, min/max calibration on ``calibration``.
 
     Args:
         float_bytes (bytes): The float32 model.
